@@ -1,0 +1,193 @@
+"""Admin for task inspection. Read-only views; every change goes through jobs_app.actions."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from jobs_app.actions import do_cancel_task, do_retry_task
+from jobs_app.events import serialize_event
+from jobs_app.models import Event, Job, Task, Upload, WebhookDelivery
+from jobs_app.states import TaskStatus
+
+
+class ReadOnlyAdminMixin:
+    """Inspection only: rows are written by actions, never edited by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+def _thumbnail(file_field, alt: str) -> str:
+    if not file_field:
+        return "—"
+    return format_html(
+        '<a href="{0}" target="_blank" rel="noopener">'
+        '<img src="{0}" alt="{1}" style="max-height:96px;max-width:96px;border-radius:4px"></a>',
+        file_field.url,
+        alt,
+    )
+
+
+class JobInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = Job
+    extra = 0
+    fields = (
+        "index",
+        "status",
+        "progress",
+        "variant_id",
+        "upstream_id",
+        "thumbnail",
+        "error_code",
+        "finished_at",
+    )
+    readonly_fields = fields
+    ordering = ("index",)
+
+    @admin.display(description="result")
+    def thumbnail(self, job: Job) -> str:
+        return _thumbnail(job.result_file, f"result {job.index}")
+
+
+class EventInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = Event
+    extra = 0
+    verbose_name_plural = "event timeline"
+    fields = ("seq", "created_at", "type", "job_index", "details")
+    readonly_fields = fields
+    ordering = ("seq",)
+
+    @admin.display(description="job")
+    def job_index(self, event: Event):
+        return event.data.get("jobIndex", "—")
+
+    @admin.display(description="fields")
+    def details(self, event: Event) -> str:
+        return ", ".join(f"{key}={value}" for key, value in event.data.items()) or "—"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("session", "client_app")
+
+
+@admin.register(Task)
+class TaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "kind",
+        "status",
+        "client_app",
+        "created_at",
+        "duration_display",
+        "job_count",
+    )
+    list_filter = ("status", "kind", "created_at")
+    date_hierarchy = "created_at"
+    search_fields = (
+        "id",
+        "jobs__id",
+        "client_app__client_app_id",
+        "upstream_id",
+        "jobs__upstream_id",
+    )
+    list_select_related = ("client_app",)
+    inlines = [JobInline, EventInline]
+    actions = ["cancel_tasks", "retry_tasks"]
+    readonly_fields = (
+        "id", "session", "client_app", "kind", "status", "priority", "params", "upload",
+        "source_job", "created_at", "started_at", "finished_at", "deadline_at", "cursor_seq",
+        "queue_position", "eta_seconds", "upstream_id", "error_code", "error_message",
+        "cancel_reason", "idempotency_key",
+    )  # fmt: skip
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Needed to show the action checkboxes; the form itself stays read-only.
+        return request.user.is_active and request.user.is_staff
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).prefetch_related("jobs")
+
+    @admin.display(description="duration")
+    def duration_display(self, task: Task) -> str:
+        duration = task.duration
+        return f"{duration.total_seconds():.1f} s" if duration else "—"
+
+    @admin.display(description="jobs")
+    def job_count(self, task: Task) -> int:
+        return len(task.jobs.all())
+
+    @admin.action(description="Cancel selected tasks")
+    def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        cancelled = sum(do_cancel_task(task).did_cancel for task in queryset)
+        self.message_user(request, f"Cancelled {cancelled} of {queryset.count()} task(s).")
+
+    @admin.action(description="Retry selected failed or cancelled tasks (as new tasks)")
+    def retry_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        retryable = [task for task in queryset.select_related("client_app", "session")
+                     if task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED)]  # fmt: skip
+        for task in retryable:
+            do_retry_task(task)
+        skipped = queryset.count() - len(retryable)
+        level = messages.WARNING if skipped else messages.SUCCESS
+        self.message_user(
+            request, f"Queued {len(retryable)} new task(s); skipped {skipped} unfinished.", level
+        )
+
+
+@admin.register(Upload)
+class UploadAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "session", "content_type", "width", "height", "size", "created_at")
+    list_filter = ("content_type", "created_at")
+    search_fields = ("id", "sha256")
+    readonly_fields = (
+        "id",
+        "session",
+        "file",
+        "content_type",
+        "width",
+        "height",
+        "size",
+        "sha256",
+        "created_at",
+    )
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("seq", "type", "created_at", "client_app", "task", "job")
+    list_filter = ("type", "created_at")
+    search_fields = ("task__id", "job__id", "client_app__client_app_id")
+    list_select_related = ("client_app", "task", "job")
+    readonly_fields = (
+        "session",
+        "seq",
+        "type",
+        "client_app",
+        "task",
+        "job",
+        "created_at",
+        "as_sent",
+    )
+
+    @admin.display(description="as clients receive it")
+    def as_sent(self, event: Event) -> str:
+        return format_html("<pre>{}</pre>", serialize_event(event))
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("webhook_id", "received_at", "event_type", "verdict", "outcome", "task")
+    list_filter = ("verdict", "outcome", "event_type", "received_at")
+    search_fields = ("webhook_id", "upstream_task_id", "task__id")
+    readonly_fields = (
+        "webhook_id", "received_at", "headers", "body", "verdict", "outcome", "event_type",
+        "upstream_task_id", "task", "applied_at", "error",
+    )  # fmt: skip

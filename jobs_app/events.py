@@ -1,0 +1,174 @@
+"""The durable event log: the one publish function, the one serializer, cursors and reads.
+
+Every state change of a task or job goes through `publish_event`, inside the transaction that
+makes the change. The event row and its cursor commit with the change; the channel layer is
+only told after commit, and only as a doorbell: readers always take events from the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connection, transaction
+from django.utils import timezone
+
+from jobs_app.groups import client_group, session_group, task_group
+from jobs_app.models import Event, Job, Task
+from sessions_app.models import BoothSession
+from sessions_app.timefmt import iso_ms
+
+logger = logging.getLogger(__name__)
+
+# Message type the channel layer carries; consumers handle it as `event_published`.
+EVENT_MESSAGE_TYPE = "event.published"
+# Most events one read returns; a client reading more simply reads again from the cursor.
+MAX_EVENTS_PER_READ = 500
+
+
+def format_cursor(session: BoothSession, seq: int) -> str:
+    """Return the opaque cursor naming position `seq` of the session's log."""
+    return f"{session.cursor_prefix}-{seq}"
+
+
+def parse_cursor(session: BoothSession, cursor: str) -> int | None:
+    """Return the log position a cursor names, or None when it is unknown here.
+
+    Unknown covers malformed cursors, other sessions' cursors, positions not reached yet and
+    positions older than retention: all of them call for a `reset`.
+    """
+    prefix, _, seq_text = cursor.rpartition("-")
+    if prefix != session.cursor_prefix or not seq_text.isdigit():
+        return None
+    seq = int(seq_text)
+    if seq < session.pruned_seq or seq > session.event_seq:
+        return None
+    return seq
+
+
+def serialize_event(event: Event) -> dict[str, Any]:
+    """Return the contract's JSON object for a stored event."""
+    return {
+        "id": format_cursor(event.session, event.seq),
+        "type": event.type,
+        "timestamp": iso_ms(event.created_at),
+        "sessionId": str(event.session_id),
+        "clientAppId": event.client_app.client_app_id,
+        "taskId": str(event.task_id),
+        "jobId": str(event.job_id) if event.job_id else None,
+        **event.data,
+    }
+
+
+def lock_session_log(session_id) -> BoothSession:
+    """Lock the session's log until the transaction ends and return the session (fresh).
+
+    While held, nobody else can append to the log, so `event_seq` is the exact head.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("lock_session_log must run inside a transaction")
+    return BoothSession.objects.select_for_update().get(pk=session_id)
+
+
+def publish_event(task: Task, type: str, *, job: Job | None = None, **fields: Any) -> Event:
+    """Append an event to the task's session log and announce it once the transaction commits.
+
+    The caller must hold an open transaction that also writes the state change: the session
+    row lock taken here makes sequence numbers commit in order, so "events after X" is exact.
+    """
+    session = lock_session_log(task.session_id)
+    session.event_seq += 1
+    BoothSession.objects.filter(pk=session.pk).update(event_seq=session.event_seq)
+    event = Event.objects.create(
+        session=session,
+        seq=session.event_seq,
+        type=type,
+        client_app=task.client_app,
+        task=task,
+        job=job,
+        data=fields,
+        created_at=timezone.now(),
+    )
+    transaction.on_commit(partial(announce_event_rollback_unsafe, serialize_event(event)))
+    return event
+
+
+def announce_event_rollback_unsafe(payload: dict[str, Any]) -> None:
+    """Ring the doorbell of the event's session, client and task groups.
+
+    Only call it after commit (publish_event does): a reader woken for an event that was then
+    rolled back would find nothing, or worse, a later event under the same cursor.
+    """
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {"type": EVENT_MESSAGE_TYPE, "event": payload}
+    groups = (
+        session_group(payload["sessionId"]),
+        client_group(payload["clientAppId"]),
+        task_group(payload["taskId"]),
+    )
+    try:
+        for group in groups:
+            async_to_sync(layer.group_send)(group, message)
+    except Exception:
+        # The event is safe in the log; readers find it on their next read or resume.
+        logger.exception("event_announce_failed cursor=%s", payload["id"])
+
+
+def reset_event(session: BoothSession, cursor: str, client_app_id: str | None) -> dict[str, Any]:
+    """Return the (unstored) `reset` event telling a client to refetch state and go on."""
+    return {
+        "id": cursor,
+        "type": "reset",
+        "timestamp": iso_ms(timezone.now()),
+        "sessionId": str(session.pk),
+        "clientAppId": client_app_id,
+        "taskId": None,
+        "jobId": None,
+        "cursor": cursor,
+    }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventPage:
+    events: list[Event]
+    cursor: str  # where the next read starts
+    reset: bool  # the requested cursor was unknown; events start at the oldest retained one
+
+
+def read_events(
+    session: BoothSession,
+    cursor: str | None,
+    *,
+    client_app_id: str | None = None,
+    task_id: str | None = None,
+    limit: int = MAX_EVENTS_PER_READ,
+) -> EventPage:
+    """Return the scope's events after `cursor` (all retained ones when it is None)."""
+    # Read the head first: every event up to it is committed (publish_event commits positions
+    # in order), so a cursor at the head skips nothing written after this read.
+    session.refresh_from_db(fields=["event_seq", "pruned_seq"])
+    head = session.event_seq
+    reset = False
+    if cursor is None:
+        after = session.pruned_seq
+    else:
+        parsed = parse_cursor(session, cursor)
+        reset = parsed is None
+        after = session.pruned_seq if parsed is None else parsed
+    if reset:
+        # The client must refetch state; it goes on from the head, as the `reset` event says.
+        return EventPage(events=[], cursor=format_cursor(session, head), reset=True)
+    query = Event.objects.filter(session=session, seq__gt=after, seq__lte=head)
+    if client_app_id is not None:
+        query = query.filter(client_app__client_app_id=client_app_id)
+    if task_id is not None:
+        query = query.filter(task_id=task_id)
+    events = list(query.select_related("session", "client_app").order_by("seq")[:limit])
+    next_seq = events[-1].seq if len(events) == limit else head
+    return EventPage(events=events, cursor=format_cursor(session, next_seq), reset=False)

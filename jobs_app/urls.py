@@ -1,0 +1,16 @@
+from django.urls import path
+
+from jobs_app import api, health, polling
+
+urlpatterns = [
+    path("api/styles", api.StylesView.as_view(), name="styles"),
+    path("api/products", api.ProductsView.as_view(), name="products"),
+    path("api/uploads", api.UploadsView.as_view(), name="uploads"),
+    path("api/tasks", api.TasksView.as_view(), name="tasks"),
+    path("api/tasks/<uuid:task_id>", api.TaskDetailView.as_view(), name="task-detail"),
+    path("api/tasks/<uuid:task_id>/cancel", api.TaskCancelView.as_view(), name="task-cancel"),
+    path("api/events", polling.events_view, name="events"),
+    path("health", health.health_view, name="health"),
+    path("ws-health", health.ws_health_view, name="ws-health"),
+    path("db-health", health.db_health_view, name="db-health"),
+]

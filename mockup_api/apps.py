@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class MockupApiConfig(AppConfig):
+    name = "mockup_api"
+    verbose_name = "Built-in mockup API"

@@ -1,0 +1,73 @@
+"""ASGI entry point: HTTP through Django (behind a body-size guard), WebSocket through Channels."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "photobooth.settings")
+
+from django.core.asgi import get_asgi_application
+
+django_asgi_app = get_asgi_application()  # sets Django up before anything imports models
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+
+class BodySizeLimit:
+    """Answer 413 before Django spools a request body larger than REQUEST_BODY_MAX_BYTES.
+
+    Django's ASGI handler reads the whole body before any view runs, so the upload limit must
+    also be enforced here, while the bytes stream in.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = settings.REQUEST_BODY_MAX_BYTES
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > limit:
+            return await self._refuse(send)
+        received = 0
+        refused = False
+
+        async def limited_receive():
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        response_started = False
+
+        async def tracking_send(message):
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, tracking_send)
+        if refused and not response_started:
+            await self._refuse(send)
+
+    @staticmethod
+    async def _refuse(send) -> None:
+        body = json.dumps(
+            {"error": {"code": "file_too_large", "message": "The request body is too large."}}
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+application = ProtocolTypeRouter({"http": BodySizeLimit(django_asgi_app)})

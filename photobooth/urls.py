@@ -1,0 +1,16 @@
+"""URL routes of the HTTP side; WebSocket routes are in photobooth/routing.py."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("", include("sessions_app.urls")),
+    path("", include("jobs_app.urls")),
+]
+
+handler404 = "photobooth.errors.handler404"
+handler500 = "photobooth.errors.handler500"
