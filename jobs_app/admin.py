@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -11,19 +13,8 @@ from jobs_app.actions import do_cancel_task, do_retry_task
 from jobs_app.events import serialize_event
 from jobs_app.models import Event, Job, Task, Upload, WebhookDelivery
 from jobs_app.states import TaskStatus
-
-
-class ReadOnlyAdminMixin:
-    """Inspection only: rows are written by actions, never edited by hand."""
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+from photobooth.errors import PhotoboothError
+from sessions_app.admin import ReadOnlyAdminMixin
 
 
 def _thumbnail(file_field, alt: str) -> str:
@@ -107,10 +98,13 @@ class TaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "queue_position", "eta_seconds", "upstream_id", "error_code", "error_message",
         "cancel_reason", "idempotency_key",
     )  # fmt: skip
+    exclude = ("request_digest",)
 
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        # Needed to show the action checkboxes; the form itself stays read-only.
-        return request.user.is_active and request.user.is_staff
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        """Let staff who may change tasks run the actions; the task page stays view-only."""
+        # Actions need no change permission to be offered (Django checks `permissions`), so
+        # the page never gets a Save button that would write a stale row over a worker's update.
+        return request.user.has_perm("jobs_app.change_task")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).prefetch_related("jobs")
@@ -124,21 +118,34 @@ class TaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def job_count(self, task: Task) -> int:
         return len(task.jobs.all())
 
-    @admin.action(description="Cancel selected tasks")
+    @admin.action(permissions=["operate"], description="Cancel selected tasks")
     def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
         cancelled = sum(do_cancel_task(task).did_cancel for task in queryset)
         self.message_user(request, f"Cancelled {cancelled} of {queryset.count()} task(s).")
 
-    @admin.action(description="Retry selected failed or cancelled tasks (as new tasks)")
+    @admin.action(
+        permissions=["operate"],
+        description="Retry selected failed or cancelled tasks (as new tasks)",
+    )
     def retry_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
-        retryable = [task for task in queryset.select_related("client_app", "session")
-                     if task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED)]  # fmt: skip
+        tasks = list(queryset.select_related("client_app", "session"))
+        retryable = [t for t in tasks if t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED)]
+        queued = 0
         for task in retryable:
-            do_retry_task(task)
-        skipped = queryset.count() - len(retryable)
-        level = messages.WARNING if skipped else messages.SUCCESS
+            try:
+                do_retry_task(task)
+            except PhotoboothError as e:
+                # E.g. the source job of an enhancement lost its result: report it, go on.
+                message = f"Task {task.pk} not retried ({e.get_codes()}): {e.detail}"
+                self.message_user(request, message, messages.ERROR)
+            else:
+                queued += 1
+        skipped = len(tasks) - len(retryable)
+        level = messages.WARNING if skipped or queued < len(retryable) else messages.SUCCESS
         self.message_user(
-            request, f"Queued {len(retryable)} new task(s); skipped {skipped} unfinished.", level
+            request,
+            f"Queued {queued} new task(s); skipped {skipped} not failed or cancelled.",
+            level,
         )
 
 
@@ -179,7 +186,7 @@ class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="as clients receive it")
     def as_sent(self, event: Event) -> str:
-        return format_html("<pre>{}</pre>", serialize_event(event))
+        return format_html("<pre>{}</pre>", json.dumps(serialize_event(event), indent=2))
 
 
 @admin.register(WebhookDelivery)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
@@ -32,7 +32,7 @@ async def health_view(request: HttpRequest) -> JsonResponse:
     return _ok(service="photobooth")
 
 
-@database_sync_to_async
+@sync_to_async
 def _ping_database() -> str:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
@@ -37,7 +37,7 @@ def _parse_wait(raw: str | None) -> float:
     return min(wait, settings.EVENT_POLL_MAX_WAIT_SECONDS)
 
 
-@database_sync_to_async
+@sync_to_async
 def _open(request: HttpRequest) -> tuple[BoothSession, str | None]:
     session = resolve_session(request)
     if session is None:
@@ -48,7 +48,7 @@ def _open(request: HttpRequest) -> tuple[BoothSession, str | None]:
     return session, client_app_id
 
 
-_read = database_sync_to_async(read_events)
+_read = sync_to_async(read_events)
 
 
 async def events_view(request: HttpRequest) -> JsonResponse:

@@ -74,10 +74,22 @@ def task_to_dict(task: Task) -> dict[str, Any]:
     }
 
 
+class ClientAppIdField(serializers.RegexField):
+    """A clientAppId: a JSON string of the contract's pattern (numbers are not coerced)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(CLIENT_APP_ID_PATTERN, max_length=80, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class TaskCreateSerializer(serializers.Serializer):
     """Validate a task creation body into a TaskRequest."""
 
-    clientAppId = serializers.RegexField(CLIENT_APP_ID_PATTERN, max_length=80)
+    clientAppId = ClientAppIdField()
     kind = serializers.ChoiceField(choices=TaskKind.choices)
     uploadId = serializers.UUIDField(required=False)
     sourceJobId = serializers.UUIDField(required=False)

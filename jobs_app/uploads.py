@@ -11,6 +11,7 @@ import hashlib
 import io
 import logging
 import secrets
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -113,6 +114,12 @@ def do_store_upload(session: BoothSession, uploaded: File) -> Upload:
 def _clean_image(uploaded: File, image_type: ImageType) -> tuple[bytes, int, int]:
     """Decode within the pixel limit; return upright, metadata-free bytes and the size."""
     limit = settings.UPLOAD_MAX_PIXELS
+    if image_type is WEBP:
+        # Pillow's WebP opener allocates the whole canvas (twice) when it opens the file, so
+        # check the size its header declares first. The PNG and JPEG openers only parse.
+        uploaded.seek(0)
+        _check_pixels(webp_canvas_size(uploaded.read(30)), limit)
+        uploaded.seek(0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -121,9 +128,7 @@ def _clean_image(uploaded: File, image_type: ImageType) -> tuple[bytes, int, int
         raise ImageTooLarge() from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise CorruptImage(details={"reason": str(exc)}) from None
-    width, height = image.size
-    if width * height > limit:
-        raise ImageTooLarge(details={"width": width, "height": height, "maxPixels": limit})
+    _check_pixels(image.size, limit)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -134,6 +139,28 @@ def _clean_image(uploaded: File, image_type: ImageType) -> tuple[bytes, int, int
     return _encode(image, image_type), image.width, image.height
 
 
+def webp_canvas_size(head: bytes) -> tuple[int, int] | None:
+    """Return the canvas size a WebP header declares, without decoding anything."""
+    chunk = head[12:16]
+    if chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack_from("<HH", head, 26)
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:
+        (bits,) = struct.unpack_from("<I", head, 21)
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(head) >= 30:
+        width, height = (int.from_bytes(head[i : i + 3], "little") + 1 for i in (24, 27))
+        return width, height
+    return None  # Pillow's opener then refuses the file as corrupt
+
+
+def _check_pixels(size: tuple[int, int] | None, limit: int) -> None:
+    """Refuse an image that declares more pixels than the limit."""
+    if size is not None and size[0] * size[1] > limit:
+        width, height = size
+        raise ImageTooLarge(details={"width": width, "height": height, "maxPixels": limit})
+
+
 def _encode(image: Image.Image, image_type: ImageType) -> bytes:
     """Re-encode without EXIF, XMP or text chunks (the colour profile stays)."""
     options: dict = {}
@@ -141,6 +168,9 @@ def _encode(image: Image.Image, image_type: ImageType) -> bytes:
         options["icc_profile"] = icc
     if image_type is JPEG:
         if image.mode not in ("RGB", "L"):
+            # The profile describes the old colour space (e.g. CMYK); keeping it would
+            # misread the converted pixels.
+            options.pop("icc_profile", None)
             image = image.convert("RGB")
         options.update(quality=92, optimize=True)
     elif image_type is WEBP:
@@ -152,6 +182,9 @@ def _encode(image: Image.Image, image_type: ImageType) -> bytes:
             options["transparency"] = image.info["transparency"]
         if image.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"):
             image = image.convert("RGBA")
+    # Savers also copy some metadata from image.info (the JPEG saver writes its COM comment);
+    # everything we keep is in options. The image is ours: exif_transpose returns a new one.
+    image.info = {}
     buffer = io.BytesIO()
     image.save(buffer, format=image_type.pillow_format, **options)
     return buffer.getvalue()

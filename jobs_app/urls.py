@@ -1,6 +1,6 @@
 from django.urls import path
 
-from jobs_app import api, health, polling
+from jobs_app import api, files, health, polling
 
 urlpatterns = [
     path("api/styles", api.StylesView.as_view(), name="styles"),
@@ -10,6 +10,7 @@ urlpatterns = [
     path("api/tasks/<uuid:task_id>", api.TaskDetailView.as_view(), name="task-detail"),
     path("api/tasks/<uuid:task_id>/cancel", api.TaskCancelView.as_view(), name="task-cancel"),
     path("api/events", polling.events_view, name="events"),
+    path("media/results/<str:name>", files.result_file_view, name="result-file"),
     path("health", health.health_view, name="health"),
     path("ws-health", health.ws_health_view, name="ws-health"),
     path("db-health", health.db_health_view, name="db-health"),

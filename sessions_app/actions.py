@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -67,6 +68,12 @@ def do_revoke_token(raw_token: str) -> bool:
     """Revoke a bearer token; return whether it was usable until now."""
     updated = AccessToken.objects.usable().filter(digest=AccessToken.digest_of(raw_token))
     return updated.update(revoked_at=timezone.now()) == 1
+
+
+def do_revoke_session_tokens(sessions: Iterable[BoothSession]) -> int:
+    """Revoke every usable bearer token of these sessions; return how many were revoked."""
+    usable = AccessToken.objects.usable().filter(session__in=sessions)
+    return usable.update(revoked_at=timezone.now())
 
 
 def check_client_app_id(client_app_id: object) -> str:

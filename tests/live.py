@@ -1,0 +1,70 @@
+"""Start real daphne processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env(var_dir: Path, **extra: str) -> dict[str, str]:
+    """Return the environment of a server with the embedded defaults in `var_dir`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(PHOTOBOOTH_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="photobooth.settings")
+    env.update(extra)
+    return env
+
+
+def migrate(env: dict[str, str]) -> None:
+    command = [sys.executable, "manage.py", "migrate", "--no-input", "-v0"]
+    subprocess.run(command, cwd=ROOT, env=env, check=True)
+
+
+@contextmanager
+def daphne(env: dict[str, str]) -> Iterator[str]:
+    """Serve the project with daphne, as `make run` does; yield its base URL."""
+    port = free_port()
+    daphne_bin = Path(sys.executable).parent / "daphne"
+    process = subprocess.Popen(
+        [daphne_bin, "-b", "127.0.0.1", "-p", str(port), "photobooth.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    log = process.stderr.read().decode()[-3000:]
+                    pytest.fail(f"daphne did not start:\n{log}")
+                time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()

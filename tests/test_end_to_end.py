@@ -1,0 +1,112 @@
+"""The README's walk-through against a real daphne process, over real HTTP."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import image_bytes
+from tests.live import daphne, migrate, server_env
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    """Serve the embedded defaults (SQLite in a fresh folder) with daphne, as `make run` does."""
+    env = server_env(tmp_path_factory.mktemp("var"))
+    migrate(env)
+    with daphne(env) as base:
+        yield base
+
+
+def test_a_bearer_client_uploads_creates_follows_and_cancels_a_task(server):
+    api = httpx.Client(base_url=server, timeout=30)
+    session = api.post("/api/sessions").json()
+    api.headers["Authorization"] = f"Bearer {session['token']}"
+
+    upload = api.post("/api/uploads", files={"image": ("me.png", image_bytes("PNG"), "image/png")})
+    assert upload.status_code == 201, upload.text
+    assert upload.json()["contentType"] == "image/png"
+
+    cursor = api.get("/api/events").json()["cursor"]
+    body = {"clientAppId": "e2e-booth", "kind": "generation", "style": "comic",
+            "uploadId": upload.json()["uploadId"], "numberImages": 3}  # fmt: skip
+    created = api.post("/api/tasks", json=body)
+    assert created.status_code == 202
+    task = created.json()
+    assert task["status"] == "queued" and len(task["jobs"]) == 3
+
+    events = api.get("/api/events", params={"after": cursor, "wait": 5}).json()
+    assert [(e["type"], e["taskId"]) for e in events["events"]] == [("queued", task["taskId"])]
+
+    assert api.get(f"/api/tasks/{task['taskId']}").json()["status"] == "queued"
+    listed = api.get("/api/tasks", params={"clientAppId": "e2e-booth"}).json()
+    assert [t["taskId"] for t in listed["results"]] == [task["taskId"]]
+
+    cancelled = api.post(f"/api/tasks/{task['taskId']}/cancel")
+    assert cancelled.status_code == 202 and cancelled.json()["didCancel"] is True
+    after = api.get("/api/events", params={"after": events["cursor"]}).json()["events"]
+    assert [(e["type"], e["reason"]) for e in after] == [("cancelled", "user")]
+
+
+def test_a_long_poll_is_woken_by_another_request(server):
+    api = httpx.Client(base_url=server, timeout=30)
+    token = api.post("/api/sessions").json()["token"]
+    api.headers["Authorization"] = f"Bearer {token}"
+    upload_id = api.post(
+        "/api/uploads", files={"image": ("a.jpg", image_bytes(), "image/jpeg")}
+    ).json()["uploadId"]
+    cursor = api.get("/api/events").json()["cursor"]
+
+    result: dict = {}
+
+    def wait_for_events() -> None:
+        started = time.monotonic()
+        waiting = httpx.get(
+            f"{server}/api/events",
+            params={"after": cursor, "wait": 20},
+            headers=dict(api.headers),
+            timeout=30,
+        )
+        result.update(body=waiting.json(), seconds=time.monotonic() - started)
+
+    waiter = threading.Thread(target=wait_for_events)
+    waiter.start()
+    time.sleep(0.5)
+    body = {"clientAppId": "poller", "kind": "enhancement", "uploadId": upload_id}
+    assert api.post("/api/tasks", json=body).status_code == 202
+    waiter.join(25)
+    assert [e["type"] for e in result["body"]["events"]] == ["queued"]
+    assert result["seconds"] < 20  # woken by the event, not by the end of the wait
+
+
+def test_a_browser_needs_the_csrf_token_for_writes(server):
+    browser = httpx.Client(base_url=server, timeout=30)
+    assert browser.post("/api/sessions").status_code == 201
+    csrf = browser.cookies["csrftoken"]
+    refused = browser.post("/api/tasks", json={})
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "csrf_failed"
+    accepted = browser.post(
+        "/api/uploads",
+        files={"image": ("a.webp", image_bytes("WEBP"), "image/webp")},
+        headers={"X-CSRFToken": csrf, "Referer": server + "/"},
+    )
+    assert accepted.status_code == 201, accepted.text
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(server):
+    token = httpx.post(f"{server}/api/sessions").json()["token"]
+    big = io.BytesIO(b"\xff\xd8\xff" + b"\0" * (20 * 1024 * 1024))
+    response = httpx.post(
+        f"{server}/api/uploads",
+        files={"image": ("big.jpg", big, "image/jpeg")},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "file_too_large"

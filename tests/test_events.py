@@ -1,0 +1,205 @@
+"""The event log and GET /api/events: cursors, exact reads under concurrent writers, long-poll."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections, transaction
+from django.test import AsyncClient
+
+from jobs_app.actions import TaskRequest, check_create_task
+from jobs_app.events import publish_event, read_events
+from jobs_app.models import Event, Task
+from jobs_app.states import TaskKind
+from sessions_app.models import BoothSession
+from tests.conftest import generation_body, image_bytes
+
+
+def bearer(booth) -> dict[str, str]:
+    return {"Authorization": f"Bearer {booth.token}"}
+
+
+def poll(booth, **params) -> dict:
+    response = booth.get("/api/events", params)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+@pytest.mark.django_db
+class TestPolling:
+    def test_it_returns_every_event_with_the_contract_envelope(self, owner, uploaded):
+        task = owner.create_task(generation_body(uploaded["uploadId"])).json()
+        body = poll(owner)
+        [event] = body["events"]
+        assert event["type"] == "queued"
+        assert event["id"] == body["cursor"]
+        assert event["sessionId"] == owner.session_id
+        assert event["clientAppId"] == "booth-1"
+        assert event["taskId"] == task["taskId"] and event["jobId"] is None
+        assert event["timestamp"].endswith("Z")
+        assert (event["queuePosition"], event["etaSeconds"]) == (1, 20)
+
+    def test_it_returns_only_events_after_the_cursor(self, owner, uploaded):
+        owner.create_task(generation_body(uploaded["uploadId"]))
+        cursor = poll(owner)["cursor"]
+        assert poll(owner, after=cursor) == {"events": [], "cursor": cursor}
+        owner.create_task(generation_body(uploaded["uploadId"]))  # replaces: cancelled + queued
+        types = [e["type"] for e in poll(owner, after=cursor)["events"]]
+        assert types == ["cancelled", "queued"]
+
+    def test_it_filters_by_client_app_id(self, owner, uploaded):
+        owner.create_task(generation_body(uploaded["uploadId"], "a"))
+        owner.create_task(generation_body(uploaded["uploadId"], "b"))
+        events = poll(owner, clientAppId="b")["events"]
+        assert [e["clientAppId"] for e in events] == ["b"]
+
+    def test_polling_with_an_unused_client_app_id_claims_nothing(self, owner, stranger):
+        assert poll(owner, clientAppId="free")["events"] == []
+        theirs = stranger.upload(image_bytes()).json()
+        assert stranger.create_task(generation_body(theirs["uploadId"], "free")).status_code == 202
+
+    @pytest.mark.parametrize("cursor", ["garbage", "abc-1", "-5", ""])
+    def test_an_unknown_cursor_gets_a_reset(self, owner, uploaded, cursor):
+        owner.create_task(generation_body(uploaded["uploadId"]))
+        head = poll(owner)["cursor"]
+        body = poll(owner, after=cursor) if cursor else {"events": [{"type": "reset"}]}
+        [reset] = body["events"]
+        assert reset["type"] == "reset"
+        if cursor:
+            assert reset["cursor"] == body["cursor"] == head == reset["id"]
+
+    def test_a_cursor_from_the_future_gets_a_reset(self, owner, uploaded):
+        owner.create_task(generation_body(uploaded["uploadId"]))
+        head = poll(owner)["cursor"]
+        prefix, seq = head.rsplit("-", 1)
+        assert poll(owner, after=f"{prefix}-{int(seq) + 5}")["events"][0]["type"] == "reset"
+
+    def test_another_sessions_cursor_counts_as_unknown(self, owner, stranger, uploaded):
+        owner.create_task(generation_body(uploaded["uploadId"]))
+        theirs = stranger.upload(image_bytes()).json()
+        stranger.create_task(generation_body(theirs["uploadId"], "theirs"))
+        their_cursor = poll(stranger)["cursor"]
+        body = poll(owner, after=their_cursor)
+        assert [e["type"] for e in body["events"]] == ["reset"]
+        assert body["events"][0]["sessionId"] == owner.session_id
+
+    def test_a_cursor_older_than_retention_gets_a_reset(self, owner, uploaded):
+        owner.create_task(generation_body(uploaded["uploadId"]))
+        start = poll(owner)["cursor"]
+        owner.create_task(generation_body(uploaded["uploadId"]))
+        session = BoothSession.objects.get(pk=owner.session_id)
+        Event.objects.filter(session=session, seq__lte=2).delete()
+        BoothSession.objects.filter(pk=session.pk).update(pruned_seq=2)
+        assert poll(owner, after=start)["events"][0]["type"] == "reset"
+
+    def test_a_stranger_cannot_poll_the_owners_client(self, owner, stranger, uploaded):
+        owner.create_task(generation_body(uploaded["uploadId"], "mine"))
+        response = stranger.get("/api/events", {"clientAppId": "mine"})
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "client_app_forbidden"
+        assert poll(stranger)["events"] == []
+
+    @pytest.mark.parametrize("wait", ["soon", "-1", "nan"])
+    def test_it_rejects_a_bad_wait(self, owner, wait):
+        response = owner.get("/api/events", {"wait": wait})
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "validation_error"
+
+    def test_it_needs_a_session(self, client):
+        response = client.get("/api/events")
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "no_session"
+
+    def test_it_refuses_post(self, owner):
+        response = owner.post("/api/events")
+        assert response.status_code == 405
+        assert response.json()["error"]["code"] == "method_not_allowed"
+
+    def test_a_long_read_comes_in_pages_that_continue_exactly(self, owner, uploaded, settings):
+        for n in range(7):
+            owner.create_task(generation_body(uploaded["uploadId"], f"c{n}"))
+        session = BoothSession.objects.get(pk=owner.session_id)
+        first = read_events(session, None, limit=4)
+        second = read_events(session, first.cursor, limit=4)
+        assert [e.seq for e in first.events] == [1, 2, 3, 4]
+        assert [e.seq for e in second.events] == [5, 6, 7]
+
+
+@pytest.mark.django_db(transaction=True)
+class TestLongPoll:
+    async def test_it_returns_as_soon_as_an_event_arrives(self, owner, uploaded):
+        cursor = (await sync_to_async(poll)(owner))["cursor"]
+        started = time.monotonic()
+        params = {"after": cursor, "wait": "3", "clientAppId": "booth-1"}
+        waiting = asyncio.create_task(
+            AsyncClient().get("/api/events", params, headers=bearer(owner))
+        )
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await asyncio.to_thread(owner.create_task, generation_body(uploaded["uploadId"]))
+        response = await asyncio.wait_for(waiting, 10)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 200
+        assert [e["type"] for e in response.json()["events"]] == ["queued"]
+        assert elapsed < 20  # woken by the event, not by the end of the wait
+
+    async def test_it_answers_empty_when_the_wait_ends(self, owner):
+        response = await AsyncClient().get("/api/events", {"wait": "0.5"}, headers=bearer(owner))
+        assert response.status_code == 200
+        assert response.json()["events"] == []
+
+
+def _make_tasks(session: BoothSession, count: int) -> list[Task]:
+    upload_owner = session
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from jobs_app.uploads import do_store_upload
+
+    upload = do_store_upload(upload_owner, SimpleUploadedFile("p.jpg", image_bytes()))
+    return [
+        check_create_task(
+            session,
+            TaskRequest(client_app_id=f"w{n}", kind=TaskKind.ENHANCEMENT, upload_id=upload.pk),
+        ).task
+        for n in range(count)
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reads_under_concurrent_writers_miss_nothing_and_repeat_nothing(owner):
+    """Writers in several threads append to one session's log while a reader follows it."""
+    session = BoothSession.objects.get(pk=owner.session_id)
+    tasks = _make_tasks(session, 4)
+    per_writer = 30
+    errors: list[BaseException] = []
+
+    def write(task: Task) -> None:
+        try:
+            for n in range(per_writer):
+                with transaction.atomic():
+                    publish_event(task, "progress", jobIndex=0, progress=n / per_writer)
+                    time.sleep(0.001)  # hold the transaction open a little: widen the race
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            close_old_connections()
+
+    writers = [threading.Thread(target=write, args=(task,)) for task in tasks]
+    cursor = read_events(session, None).cursor
+    seen: list[int] = []
+    for thread in writers:
+        thread.start()
+    while any(thread.is_alive() for thread in writers):
+        page = read_events(session, cursor)
+        seen.extend(event.seq for event in page.events)
+        cursor = page.cursor
+    page = read_events(session, cursor)
+    seen.extend(event.seq for event in page.events)
+    assert not errors
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == len(tasks) * per_writer
+    progress = Event.objects.filter(session=session, type="progress").order_by("seq")
+    assert seen == list(progress.values_list("seq", flat=True))

@@ -1,0 +1,70 @@
+"""With REDIS_URL set, the channel layer is channels-redis on the real Redis server."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+from django.test import Client
+
+from tests.conftest import image_bytes
+from tests.live import daphne, migrate, server_env
+
+pytestmark = pytest.mark.redis
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_layer(settings):
+    from channels.layers import channel_layers
+
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"test-{uuid.uuid4().hex[:8]}"},
+        }
+    }
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.mark.django_db
+def test_ws_health_round_trips_through_redis(redis_layer):
+    body = Client().get("/ws-health").json()
+    assert body["status"] == "ok"
+    assert body["channelLayer"] == "RedisChannelLayer"
+
+
+def test_a_long_poll_on_one_process_is_woken_by_a_task_created_on_another(tmp_path):
+    """Two daphne processes share the database and Redis: they behave as one."""
+    env = server_env(tmp_path, REDIS_URL=REDIS_URL)
+    migrate(env)
+    with daphne(env) as first, daphne(env) as second:
+        token = httpx.post(f"{first}/api/sessions").json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        upload_id = httpx.post(
+            f"{second}/api/uploads",
+            files={"image": ("a.jpg", image_bytes(), "image/jpeg")},
+            headers=auth,
+        ).json()["uploadId"]
+        cursor = httpx.get(f"{first}/api/events", headers=auth).json()["cursor"]
+        result: dict = {}
+
+        def wait_on_first() -> None:
+            started = time.monotonic()
+            params = {"after": cursor, "wait": 20, "clientAppId": "two-procs"}
+            response = httpx.get(f"{first}/api/events", params=params, headers=auth, timeout=30)
+            result.update(body=response.json(), seconds=time.monotonic() - started)
+
+        waiter = threading.Thread(target=wait_on_first)
+        waiter.start()
+        time.sleep(0.5)
+        body = {"clientAppId": "two-procs", "kind": "enhancement", "uploadId": upload_id}
+        assert httpx.post(f"{second}/api/tasks", json=body, headers=auth).status_code == 202
+        waiter.join(25)
+        assert [e["type"] for e in result["body"]["events"]] == ["queued"]
+        assert result["seconds"] < 20  # woken through Redis, not by the end of the wait
