@@ -111,3 +111,9 @@ def test_styles_and_products_are_public_and_well_formed():
         assert set(product) == {"id", "name", "type", "variants", "placements"}
         assert product["placements"] and product["variants"]
         assert all(set(v) == {"id", "name", "color", "size"} for v in product["variants"])
+
+
+def test_the_migrations_match_the_models():
+    from django.core.management import call_command
+
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
