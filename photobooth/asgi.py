@@ -11,8 +11,10 @@ from django.core.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()  # sets Django up before anything imports models
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
+
+from photobooth.routing import websocket_urlpatterns  # noqa: E402
 
 
 class BodySizeLimit:
@@ -70,4 +72,9 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-application = ProtocolTypeRouter({"http": BodySizeLimit(django_asgi_app)})
+application = ProtocolTypeRouter(
+    {
+        "http": BodySizeLimit(django_asgi_app),
+        "websocket": URLRouter(websocket_urlpatterns()),
+    }
+)

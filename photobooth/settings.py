@@ -7,6 +7,9 @@ ImproperlyConfigured instead of being guessed at.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -47,6 +50,22 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.") from None
     if value < minimum:
         raise ImproperlyConfigured(f"{name}={value} is below its minimum of {minimum}.")
+    return value
+
+
+def env_float(
+    name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None
+) -> float:
+    """Return the number in environment variable `name`, within [minimum, maximum]."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
+    if not minimum <= value <= (maximum if maximum is not None else float("inf")):
+        raise ImproperlyConfigured(f"{name}={value} is outside [{minimum}, {maximum}].")
     return value
 
 
@@ -228,14 +247,42 @@ FILE_UPLOAD_HANDLERS = [
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
+
 # --- Upstream and webhooks ------------------------------------------------------------------
+def _derived_secret(purpose: str) -> bytes:
+    """Return a secret derived from SECRET_KEY, for the built-in API when none is configured."""
+    return hmac.new(SECRET_KEY.encode(), f"photobooth:{purpose}".encode(), hashlib.sha256).digest()
+
+
+# Unset: the built-in mockup API, mounted at /mockup-api/ of this server.
 MOCKUP_API_URL = env_url("MOCKUP_API_URL", {"http", "https"})
-MOCKUP_API_KEY = os.environ.get("MOCKUP_API_KEY", "")
+MOCKUP_API_KEY = os.environ.get("MOCKUP_API_KEY") or _derived_secret("mockup-api-key").hex()
 MOCKUP_API_APP_ID = os.environ.get("MOCKUP_API_APP_ID", "photobooth")
-WEBHOOK_SECRETS = env_list("WEBHOOK_SECRETS", [])
+WEBHOOK_SECRETS = env_list(
+    "WEBHOOK_SECRETS",
+    ["whsec_" + base64.b64encode(_derived_secret("webhook-secret")).decode()],
+)
 for _secret in WEBHOOK_SECRETS:
     if not _secret.startswith("whsec_"):
         raise ImproperlyConfigured("Every WEBHOOK_SECRETS entry must start with 'whsec_'.")
+    try:
+        base64.b64decode(_secret.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        raise ImproperlyConfigured("A WEBHOOK_SECRETS entry is not whsec_<base64>.") from None
+# Where the upstream sends its webhooks (the built-in API reads it; a remote one is told).
+MOCKUP_API_WEBHOOK_URL = f"{PUBLIC_BASE_URL}/webhooks/mockup-api"
+
+# Fault knobs of the built-in mockup API (mockup_api/), for tests, demos and benchmarks.
+MOCKUP_API_STEP_SECONDS = env_float("MOCKUP_API_STEP_SECONDS", 0.25)  # render time per step
+MOCKUP_API_STEPS = env_int("MOCKUP_API_STEPS", 6, minimum=1)  # progress steps per job
+MOCKUP_API_FAILURE_RATE = env_float("MOCKUP_API_FAILURE_RATE", 0.0, maximum=1.0)  # per job
+MOCKUP_API_DUPLICATE_WEBHOOK_RATE = env_float("MOCKUP_API_DUPLICATE_WEBHOOK_RATE", 0.0, maximum=1.0)
+MOCKUP_API_REORDER_WEBHOOKS = env_bool("MOCKUP_API_REORDER_WEBHOOKS", False)
+MOCKUP_API_SOCKET_DROP_RATE = env_float("MOCKUP_API_SOCKET_DROP_RATE", 0.0, maximum=1.0)
+MOCKUP_API_RATE_LIMIT = env_int("MOCKUP_API_RATE_LIMIT", 120, minimum=1)  # requests per window
+MOCKUP_API_RATE_WINDOW_SECONDS = env_int("MOCKUP_API_RATE_WINDOW_SECONDS", 60, minimum=1)
+MOCKUP_API_WORKERS = env_int("MOCKUP_API_WORKERS", 2, minimum=1)  # render pool size
+MOCKUP_API_RESULT_TTL_SECONDS = 24 * 3600
 
 # --- Tasks, events and streams (contract section 7) -----------------------------------------
 TASK_IDEMPOTENCY_SECONDS = 24 * 3600

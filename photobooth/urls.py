@@ -1,5 +1,6 @@
 """URL routes of the HTTP side; WebSocket routes are in photobooth/routing.py."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -11,6 +12,10 @@ urlpatterns = [
     path("", include("sessions_app.urls")),
     path("", include("jobs_app.urls")),
 ]
+
+if settings.MOCKUP_API_URL is None:
+    # The built-in stand-in for the external mockup API, on this same server.
+    urlpatterns.append(path("mockup-api/", include("mockup_api.urls")))
 
 handler404 = "photobooth.errors.handler404"
 handler500 = "photobooth.errors.handler500"
