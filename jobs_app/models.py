@@ -56,6 +56,8 @@ class Task(models.Model):
     deadline_at = models.DateTimeField(null=True, blank=True)
     # Session log position just before this task's first event (the late subscriber's cursor).
     cursor_seq = models.BigIntegerField()
+    # Sequence number of this task's newest event (written by publish_event; see ClientApp).
+    last_event_seq = models.BigIntegerField(default=0)
     queue_position = models.PositiveIntegerField(null=True, blank=True)
     eta_seconds = models.PositiveIntegerField(null=True, blank=True)
     # NULL, not "": the API shows `upstreamId: null` until the upstream accepts the task.

@@ -16,8 +16,14 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from rest_framework.exceptions import APIException, ValidationError
 
-from jobs_app.events import EventPage, read_events, reset_event, serialize_event
-from jobs_app.groups import client_group, session_group
+from jobs_app.events import (
+    SESSION_WIDE,
+    EventFilter,
+    EventPage,
+    read_events,
+    reset_event,
+    serialize_event,
+)
 from photobooth.errors import error_response, method_not_allowed
 from sessions_app.actions import find_client_app
 from sessions_app.authentication import resolve_session
@@ -59,24 +65,29 @@ async def events_view(request: HttpRequest) -> JsonResponse:
         session, client_app_id = await _open(request)
         wait = _parse_wait(request.GET.get("wait"))
         after = request.GET.get("after") or None
-        page = await _read(session, after, client_app_id=client_app_id)
+        event_filter = (
+            EventFilter(client_app_ids=frozenset({client_app_id}))
+            if client_app_id
+            else SESSION_WIDE
+        )
+        page = await _read(session, after, event_filter)
         if wait > 0 and not page.events and not page.reset:
-            page = await _wait_for_events(session, page.cursor, client_app_id, wait)
+            page = await _wait_for_events(session, page.cursor, event_filter, wait)
     except APIException as exc:
         return error_response(exc)
     return JsonResponse(_page_body(session, page, client_app_id))
 
 
 async def _wait_for_events(
-    session: BoothSession, cursor: str, client_app_id: str | None, wait: float
+    session: BoothSession, cursor: str, event_filter: EventFilter, wait: float
 ) -> EventPage:
     layer = get_channel_layer()
-    group = client_group(client_app_id) if client_app_id else session_group(session.pk)
+    [group] = event_filter.groups(session.pk)
     channel = await layer.new_channel()
     await layer.group_add(group, channel)
     try:
         # Read again now that the doorbell is wired: an event committed in between is not missed.
-        page = await _read(session, cursor, client_app_id=client_app_id)
+        page = await _read(session, cursor, event_filter)
         deadline = asyncio.get_running_loop().time() + wait
         while not page.events and not page.reset:
             remaining = deadline - asyncio.get_running_loop().time()
@@ -84,7 +95,7 @@ async def _wait_for_events(
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(layer.receive(channel), remaining)
-            page = await _read(session, cursor, client_app_id=client_app_id)
+            page = await _read(session, cursor, event_filter)
         return page
     finally:
         await layer.group_discard(group, channel)

@@ -12,9 +12,11 @@ from django.core.asgi import get_asgi_application
 django_asgi_app = get_asgi_application()  # sets Django up before anything imports models
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import SessionMiddlewareStack  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
-from photobooth.routing import websocket_urlpatterns  # noqa: E402
+from photobooth.routing import stream_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 
 class BodySizeLimit:
@@ -74,7 +76,13 @@ class BodySizeLimit:
 
 application = ProtocolTypeRouter(
     {
-        "http": BodySizeLimit(django_asgi_app),
-        "websocket": URLRouter(websocket_urlpatterns()),
+        # SSE streams are Channels consumers (they need the channel layer); the rest is Django.
+        "http": URLRouter(
+            [
+                *stream_urlpatterns(),
+                re_path(r"", BodySizeLimit(django_asgi_app)),
+            ]
+        ),
+        "websocket": SessionMiddlewareStack(URLRouter(websocket_urlpatterns())),
     }
 )

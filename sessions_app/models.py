@@ -74,6 +74,9 @@ class ClientApp(models.Model):
     client_app_id = models.CharField(max_length=80, unique=True)
     session = models.ForeignKey(BoothSession, on_delete=models.CASCADE, related_name="client_apps")
     created_at = models.DateTimeField(default=timezone.now)
+    # Sequence number of this client's newest event (written by publish_event): live streams
+    # compare it with the previous pointer a message carries to see a lost message.
+    last_event_seq = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]

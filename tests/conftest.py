@@ -63,8 +63,13 @@ def _media_root(settings, tmp_path):
 
 @pytest.fixture(autouse=True)
 def _in_memory_channel_layer(settings):
-    """Use the in-memory layer unless a test opts into Redis."""
+    """Give every test a fresh in-memory layer (unless it opts into Redis)."""
+    from channels.layers import channel_layers
+
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
 
 
 @dataclass

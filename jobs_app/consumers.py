@@ -1,0 +1,216 @@
+"""WebSocket progress stream: `/ws/progress/?clientAppId=X` (or `?scope=session`, `?taskId=Y`).
+
+Thin on purpose: access checks live in stream_access, delivery in streams.EventStream, task
+changes in actions. Refusals are sent after accepting, as a close code clients can read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.http.request import validate_host
+
+from jobs_app import metrics
+from jobs_app.actions import do_cancel_task
+from jobs_app.events import EventFilter
+from jobs_app.stream_access import (
+    WS_CLOSE_CODES,
+    TooManyStreams,
+    check_task,
+    client_scope,
+    headers_of,
+    resolve_caller,
+    session_scope,
+    task_scope,
+)
+from jobs_app.stream_registry import OpenStream, registry
+from jobs_app.streams import EventStream, StreamOverflow, StreamScope
+from photobooth.errors import PhotoboothError
+from sessions_app.authentication import bearer_token_of
+
+logger = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_SLOW = 4008
+CLOSE_BAD_MESSAGE = 4400
+CLOSE_NO_SESSION = 4001
+CLOSE_FORBIDDEN = 4003
+
+
+class ProgressConsumer(AsyncJsonWebsocketConsumer):
+    stream: EventStream | None = None
+    closing = False
+
+    async def connect(self) -> None:
+        await self.accept()
+        params = {k: v[-1] for k, v in parse_qs(self.scope["query_string"].decode()).items()}
+        try:
+            refusal = self._origin_refusal()
+            if refusal:
+                metrics.CONNECTIONS_REFUSED.labels("ws", "origin").inc()
+                await self.close(refusal)
+                return
+            self.session, stream_scope = await self._authorize(params)
+        except PhotoboothError as exc:
+            metrics.CONNECTIONS_REFUSED.labels("ws", exc.default_code).inc()
+            await self.close(WS_CLOSE_CODES.get(exc.status_code, CLOSE_FORBIDDEN))
+            return
+        stream = EventStream(
+            session=self.session,
+            scope=stream_scope,
+            layer=self.channel_layer,
+            channel_name=self.channel_name,
+            transport="ws",
+            emit=self.send_json,
+            heartbeat=self._heartbeat,
+            finish=self._finish,
+        )
+        open_stream = OpenStream("ws", stream_scope.kind, str(self.session.pk))
+        if not registry.register(stream.connection_id, open_stream):
+            metrics.CONNECTIONS_REFUSED.labels("ws", TooManyStreams.default_code).inc()
+            await stream.close()
+            await self.close(WS_CLOSE_CODES[429])
+            return
+        self.stream = stream
+        if not await stream.prepare(params.get("cursor") or None):
+            await self._finish("task_finished")
+            return
+        await stream.start()
+
+    def _origin_refusal(self) -> int | None:
+        """Browsers must come from an allowed host; clients without Origin need a token."""
+        headers = headers_of(self.scope)
+        origin = headers.get("origin")
+        if origin is None:
+            return None if bearer_token_of(headers) else CLOSE_NO_SESSION
+        host = urlparse(origin).hostname or ""
+        allowed = [h.strip("[]") for h in settings.ALLOWED_HOSTS]
+        return None if validate_host(host, allowed) else CLOSE_FORBIDDEN
+
+    @database_sync_to_async
+    def _authorize(self, params: dict[str, str]) -> tuple[Any, StreamScope]:
+        session = resolve_caller(self.scope)
+        if "taskId" in params:
+            return session, task_scope(session, params["taskId"])
+        if params.get("scope") == "session":
+            return session, session_scope(session)
+        return session, client_scope(session, params.get("clientAppId"))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        try:
+            content = json.loads(text_data or "")
+        except ValueError:
+            await self.close(CLOSE_BAD_MESSAGE)
+            return
+        if not isinstance(content, dict) or self.stream is None:
+            await self.close(CLOSE_BAD_MESSAGE)
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: dict[str, Any], **kwargs) -> None:
+        action = content.get("action")
+        handler = {
+            "ping": self._ping,
+            "subscribe": self._subscribe,
+            "unsubscribe": self._unsubscribe,
+            "cancel": self._cancel,
+            "resume": self._resume,
+        }.get(action)
+        if handler is None:
+            await self.close(CLOSE_BAD_MESSAGE)
+            return
+        await handler(content)
+
+    async def _ping(self, content: dict[str, Any]) -> None:
+        await self.send_json({"type": "pong"})
+
+    async def _task_of(self, content: dict[str, Any], action: str):
+        """Return the caller's task named in an action, or send the contract's error."""
+        try:
+            return await database_sync_to_async(check_task)(self.session, content.get("taskId"))
+        except PhotoboothError as exc:
+            await self.send_json(
+                {"type": "error", "code": "forbidden", "message": str(exc.detail),
+                 "action": action, "taskId": content.get("taskId")}
+            )  # fmt: skip
+            return None
+
+    async def _subscribe(self, content: dict[str, Any]) -> None:
+        task = await self._task_of(content, "subscribe")
+        if task is None:
+            return
+        current = self.stream.event_filter
+        task_ids = current.task_ids | {str(task.pk)}
+        self.stream.follow(
+            EventFilter(whole_session=current.whole_session,
+                        client_app_ids=current.client_app_ids, task_ids=task_ids)
+        )  # fmt: skip
+        await self.stream.join(self.stream.event_filter.groups(self.session.pk))
+        await self.send_json({"type": "ack", "action": "subscribe", "taskId": str(task.pk)})
+
+    async def _unsubscribe(self, content: dict[str, Any]) -> None:
+        task = await self._task_of(content, "unsubscribe")
+        if task is None:
+            return
+        current = self.stream.event_filter
+        remaining = EventFilter(whole_session=current.whole_session,
+                                client_app_ids=current.client_app_ids,
+                                task_ids=current.task_ids - {str(task.pk)})  # fmt: skip
+        self.stream.follow(remaining)
+        await self.stream.leave(self.stream.groups - remaining.groups(self.session.pk))
+        await self.send_json({"type": "ack", "action": "unsubscribe", "taskId": str(task.pk)})
+
+    async def _cancel(self, content: dict[str, Any]) -> None:
+        task = await self._task_of(content, "cancel")
+        if task is None:
+            return
+        outcome = await database_sync_to_async(do_cancel_task)(task)
+        await self.send_json(
+            {"type": "ack", "action": "cancel", "taskId": str(task.pk),
+             "didCancel": outcome.did_cancel}
+        )  # fmt: skip
+
+    async def _resume(self, content: dict[str, Any]) -> None:
+        cursor = content.get("cursor")
+        if not isinstance(cursor, str):
+            await self.close(CLOSE_BAD_MESSAGE)
+            return
+        await self.stream.resume(cursor)
+        await self.send_json({"type": "ack", "action": "resume", "cursor": cursor})
+
+    async def event_published(self, message: dict[str, Any]) -> None:
+        if self.stream is None or self.stream.finished:
+            return
+        try:
+            self.stream.offer(message)
+        except StreamOverflow:
+            metrics.SLOW_CONSUMER_CLOSES.labels("ws").inc()
+            await self._finish("overflow")
+
+    async def _heartbeat(self) -> None:
+        await self.send_json({"type": "heartbeat"})
+
+    async def _finish(self, reason: str) -> None:
+        code = {"task_finished": CLOSE_NORMAL, "overflow": CLOSE_TOO_SLOW}.get(
+            reason, CLOSE_GOING_AWAY
+        )
+        await self._release()
+        if not self.closing:
+            self.closing = True
+            await self.close(code)
+
+    async def _release(self) -> None:
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            registry.unregister(stream.connection_id)
+            await stream.close()
+
+    async def disconnect(self, code: int) -> None:
+        await self._release()

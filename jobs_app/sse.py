@@ -1,0 +1,194 @@
+"""Server-Sent Events streams (contract section 4).
+
+`/progress/client?clientAppId=X`, `/progress/session`, `/progress/<taskId>`: unnamed events.
+`/api/sse/stream?channels=client:X,task:Y,session`: named events (`event: <type>`).
+
+`handle()` only opens the stream and returns: Channels dispatches group messages between
+handler calls, so a loop inside `handle()` would starve them. Delivery runs in the stream's
+writer task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.http import AsyncHttpConsumer
+from django.conf import settings
+
+from jobs_app import metrics
+from jobs_app.stream_access import (
+    TooManyStreams,
+    client_scope,
+    multiplex_scope,
+    resolve_caller,
+    session_scope,
+    task_scope,
+)
+from jobs_app.stream_registry import OpenStream, registry
+from jobs_app.streams import EventStream, StreamOverflow, StreamScope
+from photobooth.errors import PhotoboothError, error_body
+
+logger = logging.getLogger(__name__)
+
+SSE_HEADERS = [
+    (b"Content-Type", b"text/event-stream; charset=utf-8"),
+    (b"Cache-Control", b"no-cache"),
+    (b"X-Accel-Buffering", b"no"),
+]
+RETRY_MILLISECONDS = 3000
+
+
+def sse_frame(payload: dict[str, Any], *, named: bool) -> bytes:
+    """Return one SSE message: `id:` is the event's cursor, `event:` its type when named."""
+    lines = [f"id: {payload['id']}"]
+    if named:
+        lines.append(f"event: {payload['type']}")
+    lines.append("data: " + json.dumps(payload, separators=(",", ":")))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+class EventStreamConsumer(AsyncHttpConsumer):
+    """One SSE stream; the URL route says which scope (see jobs_app/routing.py)."""
+
+    stream: EventStream | None = None
+    named_events = False
+
+    async def http_request(self, message: dict[str, Any]) -> None:
+        """Open the stream and keep the consumer alive for group messages.
+
+        AsyncHttpConsumer stops right after `handle()` returns; an open stream must outlive
+        it, so only a refused or already finished stream stops here.
+        """
+        if message.get("more_body"):
+            return  # a GET has no body worth reading
+        await self.handle(b"")
+        if self.stream is None:
+            await self.disconnect()
+            raise StopConsumer()
+
+    async def handle(self, body: bytes) -> None:
+        if self.scope["method"] not in ("GET", "HEAD"):
+            await self._refuse(405, "method_not_allowed", "Use GET.", {"Allow": "GET"})
+            return
+        params = {k: v[-1] for k, v in parse_qs(self.scope["query_string"].decode()).items()}
+        try:
+            self.session, stream_scope = await self._authorize(params)
+        except PhotoboothError as exc:
+            metrics.CONNECTIONS_REFUSED.labels("sse", exc.default_code).inc()
+            await self._refuse(exc.status_code, exc.default_code, str(exc.detail))
+            return
+        stream = EventStream(
+            session=self.session,
+            scope=stream_scope,
+            layer=self.channel_layer,
+            channel_name=self.channel_name,
+            transport="sse",
+            emit=self._emit,
+            heartbeat=self._heartbeat,
+            finish=self._finish,
+            lifetime_seconds=settings.STREAM_MAX_SECONDS,
+        )
+        open_stream = OpenStream("sse", stream_scope.kind, str(self.session.pk))
+        if not registry.register(stream.connection_id, open_stream):
+            await stream.close()
+            error = TooManyStreams()
+            metrics.CONNECTIONS_REFUSED.labels("sse", error.default_code).inc()
+            await self._refuse(429, error.default_code, str(error.detail), {"Retry-After": "5"})
+            return
+        self.stream = stream
+        if not await stream.prepare(self._cursor(params)):
+            # A finished task read past its last event: nothing more will ever come.
+            await self._release()
+            await self.send_response(204, b"")
+            return
+        await self.send_headers(status=200, headers=SSE_HEADERS)
+        await self.send_body(f"retry: {RETRY_MILLISECONDS}\n\n".encode(), more_body=True)
+        await stream.start()
+
+    def _cursor(self, params: dict[str, str]) -> str | None:
+        """Return the resume cursor: the Last-Event-ID header wins over ?lastEventId=."""
+        for name, value in self.scope.get("headers", []):
+            if name.lower() == b"last-event-id" and value:
+                return value.decode("latin1")
+        return params.get("lastEventId") or None
+
+    async def _refuse(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+        await self.send_response(
+            status,
+            json.dumps(error_body(code, message)).encode(),
+            headers=[(b"Content-Type", b"application/json"), *extra],
+        )
+
+    @database_sync_to_async
+    def _authorize(self, params: dict[str, str]) -> tuple[Any, StreamScope]:
+        session = resolve_caller(self.scope)
+        return session, self.stream_scope(session, params)
+
+    def stream_scope(self, session, params: dict[str, str]) -> StreamScope:
+        raise NotImplementedError
+
+    async def _emit(self, payload: dict[str, Any]) -> None:
+        await self.send_body(sse_frame(payload, named=self.named_events), more_body=True)
+
+    async def _heartbeat(self) -> None:
+        await self.send_body(b": heartbeat\n\n", more_body=True)
+
+    async def _finish(self, reason: str) -> None:
+        """End the response; the client reconnects and resumes from its last id."""
+        stream_was_open = self.stream is not None
+        await self._release()
+        if stream_was_open:
+            await self.send_body(b"", more_body=False)
+        # Leave the consumer loop from its own dispatch (StopConsumer cannot cross tasks).
+        await self.channel_layer.send(self.channel_name, {"type": "stream.stop"})
+
+    async def stream_stop(self, message: dict[str, Any]) -> None:
+        raise StopConsumer()
+
+    async def event_published(self, message: dict[str, Any]) -> None:
+        if self.stream is None or self.stream.finished:
+            return
+        try:
+            self.stream.offer(message)
+        except StreamOverflow:
+            metrics.SLOW_CONSUMER_CLOSES.labels("sse").inc()
+            await self._finish("overflow")
+
+    async def _release(self) -> None:
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            registry.unregister(stream.connection_id)
+            await stream.close()
+
+    async def disconnect(self) -> None:
+        await self._release()
+
+
+class ClientStreamConsumer(EventStreamConsumer):
+    def stream_scope(self, session, params: dict[str, str]) -> StreamScope:
+        return client_scope(session, params.get("clientAppId"))
+
+
+class SessionStreamConsumer(EventStreamConsumer):
+    def stream_scope(self, session, params: dict[str, str]) -> StreamScope:
+        return session_scope(session)
+
+
+class TaskStreamConsumer(EventStreamConsumer):
+    def stream_scope(self, session, params: dict[str, str]) -> StreamScope:
+        return task_scope(session, self.scope["url_route"]["kwargs"]["task_id"])
+
+
+class MultiplexStreamConsumer(EventStreamConsumer):
+    named_events = True
+
+    def stream_scope(self, session, params: dict[str, str]) -> StreamScope:
+        return multiplex_scope(session, params.get("channels", ""))

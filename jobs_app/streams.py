@@ -1,0 +1,295 @@
+"""One open event stream, shared by the SSE and WebSocket consumers.
+
+Order of work (contract section 4): join the channel-layer groups first, then replay the log
+after the cursor, then go live, dropping what the replay already sent. Live messages carry the
+previous sequence number of their group; a jump means a message was lost (channels-redis drops
+them silently when a channel is full), and the stream refills from the log. Heartbeats also
+compare the scope's newest sequence number with what was delivered, so even a lost *last*
+message is repaired within one heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from jobs_app import metrics
+from jobs_app.events import (
+    EventFilter,
+    format_cursor,
+    parse_cursor,
+    read_events,
+    reset_event,
+    seq_of,
+    serialize_event,
+)
+from jobs_app.models import Task
+from jobs_app.states import TASK_TERMINAL
+from sessions_app.models import BoothSession, ClientApp
+
+logger = logging.getLogger(__name__)
+
+TERMINAL_TYPES = frozenset(str(status) for status in TASK_TERMINAL)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamScope:
+    """What a stream follows: one client, the session, one task, or several (multiplex)."""
+
+    kind: str  # "client" | "session" | "task" | "multiplex"
+    id: str | dict | None
+    event_filter: EventFilter
+    client_app_id: str | None = None  # the envelope's clientAppId for connected/reset
+    task_id: str | None = None  # task scope: the stream ends after the terminal event
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "id": self.id}
+
+
+class StreamOverflow(Exception):
+    """The stream's outgoing queue is full: the client is too slow."""
+
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+Heartbeat = Callable[[], Awaitable[None]]
+Finish = Callable[[str], Awaitable[None]]
+
+
+class EventStream:
+    """Replay-then-live delivery of one scope's events to one connection."""
+
+    def __init__(
+        self,
+        *,
+        session: BoothSession,
+        scope: StreamScope,
+        layer,
+        channel_name: str,
+        transport: str,
+        emit: Emit,
+        heartbeat: Heartbeat,
+        finish: Finish,
+        lifetime_seconds: float | None = None,
+    ):
+        self.session = session
+        self.scope = scope
+        self.event_filter = scope.event_filter
+        self.layer = layer
+        self.channel_name = channel_name
+        self.transport = transport
+        self.connection_id = uuid.uuid4().hex
+        self._emit = emit
+        self._heartbeat = heartbeat
+        self._finish = finish
+        self.lifetime_seconds = lifetime_seconds
+        self.delivered = 0  # newest sequence number this stream has dealt with
+        self.groups: set[str] = set()
+        self.outbox: deque[dict[str, Any]] = deque()
+        self.wake = asyncio.Event()
+        self.writer: asyncio.Task | None = None
+        self.finished = False
+        # One deliverer at a time: the writer task and client actions (resume) both send.
+        self.lock = asyncio.Lock()
+
+    # --- opening ---------------------------------------------------------------------------
+
+    async def prepare(self, cursor: str | None) -> bool:
+        """Join the groups and find where to start; False when there is nothing to stream
+        (a finished task read past its end)."""
+        await self.join(self.event_filter.groups(self.session.pk))
+        self._start, self._reset, self._head = await self._start_position(cursor)
+        return self._start is not None
+
+    async def start(self) -> None:
+        """Send `reset` (for an unknown cursor) and `connected`, replay, then go live."""
+        if self._reset:
+            metrics.RESETS.labels(self.transport).inc()
+            await self._emit(reset_event(self.session, format_cursor(self.session, self._head),
+                                         self.scope.client_app_id))  # fmt: skip
+        await self._emit(self._connected_event(self._start))
+        self.delivered = self._start
+        metrics.REPLAYS.labels(self.transport).inc()
+        async with self.lock:
+            await self.refill()
+        if not self.finished:
+            self.writer = asyncio.create_task(self._run())
+
+    def _connected_event(self, start: int) -> dict[str, Any]:
+        return {
+            "id": format_cursor(self.session, start),
+            "type": "connected",
+            "connectionId": self.connection_id,
+            "scope": self.scope.describe(),
+            "sessionId": str(self.session.pk),
+            "clientAppId": self.scope.client_app_id,
+        }
+
+    @database_sync_to_async
+    def _start_position(self, cursor: str | None) -> tuple[int | None, bool, int]:
+        """Return (seq to start after, whether the cursor was unknown, head)."""
+        session = self.session
+        session.refresh_from_db(fields=["event_seq", "pruned_seq"])
+        head = session.event_seq
+        task = None
+        if self.scope.task_id:
+            task = Task.objects.get(pk=self.scope.task_id)
+        if cursor is not None:
+            start = parse_cursor(session, cursor)
+            if start is None:
+                return head, True, head
+        elif task is not None:
+            # A task stream without a cursor replays the task from its first event.
+            start = task.cursor_seq
+            if start < session.pruned_seq:
+                return head, True, head
+        else:
+            start = head
+        if task is not None and task.is_finished and start >= task.last_event_seq:
+            return None, False, head
+        return start, False, head
+
+    # --- live ------------------------------------------------------------------------------
+
+    def offer(self, message: dict[str, Any]) -> None:
+        """Queue a channel-layer message; raise StreamOverflow when the queue is full."""
+        if len(self.outbox) >= settings.STREAM_QUEUE_MAX:
+            raise StreamOverflow()
+        self.outbox.append(message)
+        self.wake.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.lifetime_seconds if self.lifetime_seconds else None
+        beat = settings.STREAM_HEARTBEAT_SECONDS
+        try:
+            while not self.finished:
+                if not self.outbox:
+                    timeout = beat
+                    if deadline is not None:
+                        timeout = min(beat, max(deadline - loop.time(), 0))
+                    self.wake.clear()
+                    try:
+                        await asyncio.wait_for(self.wake.wait(), timeout)
+                    except TimeoutError:
+                        if deadline is not None and loop.time() >= deadline:
+                            await self._finish("lifetime")
+                            return
+                        await self._on_idle()
+                        continue
+                while self.outbox and not self.finished:
+                    async with self.lock:
+                        await self._deliver(self.outbox.popleft())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("stream_failed connection=%s", self.connection_id)
+            await self._finish("error")
+
+    async def _deliver(self, message: dict[str, Any]) -> None:
+        payload = message["event"]
+        seq = seq_of(payload)
+        if seq <= self.delivered:
+            return  # the replay or a refill sent it already, or another group's copy did
+        single_group = len(self.groups) == 1
+        if single_group and message["prev"] <= self.delivered:
+            await self._send_event(payload, seq)
+            return
+        # A jump (a lost message), or several groups whose messages may arrive out of order:
+        # the log decides.
+        repaired = await self.refill()
+        if single_group and repaired > 1:
+            metrics.GAPS_REPAIRED.labels(self.transport).inc()
+
+    async def _on_idle(self) -> None:
+        """Send a heartbeat, keep group membership fresh and pick up anything lost."""
+        await self._heartbeat()
+        await self.join(self.groups)  # refreshes channels-redis group expiry
+        async with self.lock:
+            if await self._scope_head() > self.delivered and await self.refill():
+                metrics.GAPS_REPAIRED.labels(self.transport).inc()
+
+    async def resume(self, cursor: str) -> None:
+        """Replay from a cursor the client names (a `reset` first when it is unknown here)."""
+        async with self.lock:
+            start = await database_sync_to_async(self._parse)(cursor)
+            if start is None:
+                metrics.RESETS.labels(self.transport).inc()
+                head = self.session.event_seq
+                await self._emit(reset_event(self.session, format_cursor(self.session, head),
+                                             self.scope.client_app_id))  # fmt: skip
+                start = head
+            self.delivered = start
+            metrics.REPLAYS.labels(self.transport).inc()
+            await self.refill()
+
+    def _parse(self, cursor: str) -> int | None:
+        self.session.refresh_from_db(fields=["event_seq", "pruned_seq"])
+        return parse_cursor(self.session, cursor)
+
+    @database_sync_to_async
+    def _scope_head(self) -> int:
+        """Return the newest sequence number of the scope (cheap: one row by key)."""
+        scope = self.scope
+        if scope.kind == "task":
+            return Task.objects.values_list("last_event_seq", flat=True).get(pk=scope.task_id)
+        if scope.kind == "client" and len(self.groups) == 1:
+            return ClientApp.objects.values_list("last_event_seq", flat=True).get(
+                client_app_id=scope.client_app_id
+            )
+        return BoothSession.objects.values_list("event_seq", flat=True).get(pk=self.session.pk)
+
+    async def refill(self) -> int:
+        """Send every event of the filter after `delivered` from the log; return how many."""
+        sent = 0
+        while not self.finished:
+            page = await database_sync_to_async(read_events)(
+                self.session, self.delivered, self.event_filter
+            )
+            for event in page.events:
+                await self._send_event(serialize_event(event), event.seq)
+                sent += 1
+                if self.finished:
+                    return sent
+            self.delivered = max(self.delivered, page.head)
+            if len(page.events) < 500:
+                return sent
+        return sent
+
+    async def _send_event(self, payload: dict[str, Any], seq: int) -> None:
+        await self._emit(payload)
+        metrics.EVENTS_DELIVERED.labels(self.transport).inc()
+        self.delivered = seq
+        if payload["type"] in TERMINAL_TYPES and payload["taskId"] == self.scope.task_id:
+            self.finished = True
+            await self._finish("task_finished")
+
+    # --- membership ------------------------------------------------------------------------
+
+    async def join(self, groups: set[str]) -> None:
+        for group in groups:
+            await self.layer.group_add(group, self.channel_name)
+        self.groups |= set(groups)
+
+    async def leave(self, groups: set[str]) -> None:
+        for group in groups:
+            await self.layer.group_discard(group, self.channel_name)
+        self.groups -= set(groups)
+
+    def follow(self, event_filter: EventFilter) -> None:
+        """Change what the stream delivers from now on (WebSocket subscribe/unsubscribe)."""
+        self.event_filter = event_filter
+
+    async def close(self) -> None:
+        """Stop the writer and leave every group (idempotent)."""
+        self.finished = True
+        if self.writer is not None and self.writer is not asyncio.current_task():
+            self.writer.cancel()
+        await self.leave(set(self.groups))
