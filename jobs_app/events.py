@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.db.models import Q
@@ -23,6 +22,7 @@ from django.utils import timezone
 from jobs_app import metrics
 from jobs_app.groups import client_group, session_group, task_group
 from jobs_app.models import Event, Job, Task
+from jobs_app.server_loop import run_on_server_loop
 from sessions_app.models import BoothSession, ClientApp
 from sessions_app.timefmt import iso_ms
 
@@ -142,7 +142,7 @@ def announce_event_rollback_unsafe(payload: dict[str, Any], previous: dict[str, 
                 "prev": previous[kind],
                 "event": payload,
             }
-            async_to_sync(layer.group_send)(group, message)
+            run_on_server_loop(layer.group_send, group, message)
     except Exception:
         # The event is safe in the log; streams find it when they notice the gap.
         logger.exception("event_announce_failed cursor=%s", payload["id"])

@@ -16,6 +16,7 @@ from channels.sessions import SessionMiddlewareStack  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from jobs_app.server_loop import remember_running_loop  # noqa: E402
 from photobooth.routing import stream_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 
@@ -74,6 +75,17 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class RememberServerLoop:
+    """Record the serving event loop, so worker threads can announce events on it."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        remember_running_loop()
+        return await self.app(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
         # SSE streams are Channels consumers (they need the channel layer); the rest is Django.
@@ -86,3 +98,4 @@ application = ProtocolTypeRouter(
         "websocket": SessionMiddlewareStack(URLRouter(websocket_urlpatterns())),
     }
 )
+application = RememberServerLoop(application)

@@ -118,6 +118,10 @@ class SSEClient:
                 payload["_sse"] = {k: v for k, v in frame.items() if k != "data"}
                 return payload
 
+    async def nothing_more(self, timeout: float = 0.3) -> bool:
+        """Return whether no further frame arrives within `timeout` (the stream stays open)."""
+        return b"\n\n" not in self.buffer and await self.communicator.receive_nothing(timeout)
+
     async def until_end(self, timeout: float = 3) -> None:
         while not self.ended:
             await self._read_more(timeout)
@@ -125,3 +129,14 @@ class SSEClient:
     async def close(self) -> None:
         await self.communicator.send_input({"type": "http.disconnect"})
         await self.communicator.wait(timeout=3)
+
+
+@database_sync_to_async
+def cancel(task: Task) -> str:
+    """Cancel a task through its action; return the cursor of its `cancelled` event."""
+    from jobs_app.actions import do_cancel_task
+    from jobs_app.events import format_cursor
+
+    do_cancel_task(task)
+    task.refresh_from_db()
+    return format_cursor(task.session, task.last_event_seq)

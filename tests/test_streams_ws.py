@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from jobs_app import metrics
 from jobs_app.events import format_cursor
 from jobs_app.models import Task
-from tests.streams import create_task, publish, ws
+from tests.streams import cancel, create_task, publish, ws
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -70,7 +70,7 @@ class TestConnecting:
         task = await create_task(owner)
         socket = await connect(f"/ws/progress/?taskId={task.pk}", owner)
         await receive(socket, 2)
-        await publish(task, "cancelled", reason="user", completedJobs=0, totalJobs=1)
+        await cancel(task)
         assert (await socket.receive_json_from())["type"] == "cancelled"
         assert await closed_with(socket) == 1000
 
