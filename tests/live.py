@@ -68,3 +68,27 @@ def daphne(env: dict[str, str]) -> Iterator[str]:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+class SSEReader:
+    """Read Server-Sent Events from a real HTTP response (httpx streaming)."""
+
+    def __init__(self, response: httpx.Response):
+        self.lines = response.iter_lines()
+
+    def event(self) -> dict:
+        """Return the next event with data (skipping retry and heartbeat frames)."""
+        import json
+
+        fields: dict[str, str] = {}
+        for line in self.lines:
+            if line == "":
+                if "data" in fields:
+                    payload = json.loads(fields["data"])
+                    payload["_sse"] = {k: v for k, v in fields.items() if k != "data"}
+                    return payload
+                fields = {}
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value.lstrip(" ")
+        raise EOFError("the stream ended")

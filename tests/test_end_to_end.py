@@ -110,3 +110,49 @@ def test_an_oversized_body_is_refused_before_it_is_read(server):
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "file_too_large"
+
+
+def test_real_sse_and_websocket_clients_follow_a_task(server):
+    """An EventSource-like client and a WebSocket client see the same events, in order."""
+    import asyncio
+    import json
+
+    import websockets
+
+    from tests.live import SSEReader
+
+    api = httpx.Client(base_url=server, timeout=30)
+    token = api.post("/api/sessions").json()["token"]
+    api.headers["Authorization"] = f"Bearer {token}"
+    upload_id = api.post(
+        "/api/uploads", files={"image": ("a.jpg", image_bytes(), "image/jpeg")}
+    ).json()["uploadId"]
+    ws_url = server.replace("http://", "ws://") + "/ws/progress/?clientAppId=live"
+
+    async def follow_with_websocket(ready: threading.Event, out: list) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with websockets.connect(ws_url, additional_headers=headers) as socket:
+            out.append(json.loads(await socket.recv()))
+            ready.set()
+            for _ in range(2):
+                out.append(json.loads(await asyncio.wait_for(socket.recv(), 10)))
+
+    ws_ready, ws_messages = threading.Event(), []
+    ws_thread = threading.Thread(
+        target=lambda: asyncio.run(follow_with_websocket(ws_ready, ws_messages))
+    )
+    ws_thread.start()
+    with api.stream("GET", "/progress/client", params={"clientAppId": "live"}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = SSEReader(response)
+        assert events.event()["type"] == "connected"
+        assert ws_ready.wait(10)
+        body = {"clientAppId": "live", "kind": "enhancement", "uploadId": upload_id}
+        task = api.post("/api/tasks", json=body).json()
+        api.post(f"/api/tasks/{task['taskId']}/cancel")
+        sse_events = [events.event(), events.event()]
+    ws_thread.join(15)
+    assert [e["type"] for e in sse_events] == ["queued", "cancelled"]
+    assert [m["type"] for m in ws_messages] == ["connected", "queued", "cancelled"]
+    assert [e["id"] for e in sse_events] == [m["id"] for m in ws_messages[1:]]
+    assert sse_events[0]["_sse"]["id"] == sse_events[0]["id"]

@@ -68,3 +68,48 @@ def test_a_long_poll_on_one_process_is_woken_by_a_task_created_on_another(tmp_pa
         waiter.join(25)
         assert [e["type"] for e in result["body"]["events"]] == ["queued"]
         assert result["seconds"] < 20  # woken through Redis, not by the end of the wait
+
+
+def test_an_event_published_on_one_process_reaches_sse_and_websocket_clients_on_another(
+    tmp_path,
+):
+    import asyncio
+    import json
+
+    import websockets
+
+    from tests.live import SSEReader
+
+    env = server_env(tmp_path, REDIS_URL=REDIS_URL)
+    migrate(env)
+    with daphne(env) as first, daphne(env) as second:
+        token = httpx.post(f"{first}/api/sessions").json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        upload_id = httpx.post(
+            f"{second}/api/uploads",
+            files={"image": ("a.jpg", image_bytes(), "image/jpeg")},
+            headers=auth,
+        ).json()["uploadId"]
+        ws_url = first.replace("http://", "ws://") + "/ws/progress/?clientAppId=fanout"
+        ready, received = threading.Event(), []
+
+        async def follow() -> None:
+            async with websockets.connect(ws_url, additional_headers=auth) as socket:
+                received.append(json.loads(await socket.recv()))
+                ready.set()
+                received.append(json.loads(await asyncio.wait_for(socket.recv(), 10)))
+
+        thread = threading.Thread(target=lambda: asyncio.run(follow()))
+        thread.start()
+        with httpx.stream(
+            "GET", f"{first}/progress/client?clientAppId=fanout", headers=auth, timeout=30
+        ) as response:
+            events = SSEReader(response)
+            assert events.event()["type"] == "connected"
+            assert ready.wait(10)
+            body = {"clientAppId": "fanout", "kind": "enhancement", "uploadId": upload_id}
+            created = httpx.post(f"{second}/api/tasks", json=body, headers=auth).json()
+            sse_event = events.event()
+        thread.join(15)
+        assert (sse_event["type"], sse_event["taskId"]) == ("queued", created["taskId"])
+        assert received[1]["id"] == sse_event["id"]
