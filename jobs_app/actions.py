@@ -12,6 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -245,8 +246,23 @@ def _cancel(task: Task, reason: CancelReason) -> bool:
         advance_job(job, JobStatus.CANCELLED, finished_at=now)
     completed, total = _job_counts(task)
     publish_event(task, "cancelled", reason=str(reason), completedJobs=completed, totalJobs=total)
+    if task.upstream_id:
+        transaction.on_commit(partial(_cancel_upstream, task.upstream_id))
+    transaction.on_commit(_wake_queue)  # queue positions behind it moved up
     logger.info("task_cancelled task=%s reason=%s", task.pk, reason)
     return True
+
+
+def _wake_queue() -> None:
+    from jobs_app.worker import background
+
+    background.wake_queue()
+
+
+def _cancel_upstream(upstream_id: str) -> None:
+    from jobs_app.worker import background
+
+    background.cancel_upstream(upstream_id)
 
 
 def _job_counts(task: Task) -> tuple[int, int]:

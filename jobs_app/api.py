@@ -39,7 +39,8 @@ class ProductsView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
-    @extend_schema(summary="Mockup product catalog", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(summary="Mockup catalog (from the upstream, cached)",
+                   responses={200: OpenApiTypes.OBJECT})  # fmt: skip
     def get(self, request: Request) -> Response:
         return Response(list_products())
 

@@ -67,6 +67,14 @@ class Task(models.Model):
     cancel_reason = models.CharField(max_length=16, choices=CancelReason.choices, blank=True)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     request_digest = models.CharField(max_length=64, blank=True)
+    # The dispatcher's bookkeeping (jobs_app.dispatcher): who claimed the task for submission,
+    # how often submission failed, and when it may be tried again.
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    # The upstream reported the task finished; `completed` waits for every job's final event.
+    upstream_finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -75,6 +83,10 @@ class Task(models.Model):
             models.Index(fields=["client_app", "-created_at"], name="task_client_recent"),
             models.Index(fields=["upstream_id"], name="task_upstream_id"),
             models.Index(fields=["status", "-created_at"], name="task_status_recent"),
+            # Reconciliation and deadlines read the tasks that are out with the upstream.
+            models.Index(
+                fields=["created_at"], name="task_running", condition=Q(status="running")
+            ),
             # The queue: dispatch order and queue positions read only queued tasks.
             models.Index(
                 fields=["-priority", "created_at"],
@@ -126,6 +138,8 @@ class Job(models.Model):
     error_message = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # When the last `progress` event went out: they are at least 250 ms apart (contract 7).
+    last_progress_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["task", "index"]

@@ -7,9 +7,13 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "photobooth.settings")
 
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
-django_asgi_app = get_asgi_application()  # sets Django up before anything imports models
+# get_asgi_application() sets Django up before anything imports models. Static files (admin,
+# API docs, pages) are served by Django's own async handler: no sync-only middleware in the
+# chain, so async views never pass through a worker thread.
+django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
@@ -17,6 +21,7 @@ from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from jobs_app.server_loop import remember_running_loop  # noqa: E402
+from jobs_app.worker import background  # noqa: E402
 from photobooth.routing import stream_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 
@@ -76,13 +81,15 @@ class BodySizeLimit:
 
 
 class RememberServerLoop:
-    """Record the serving event loop, so worker threads can announce events on it."""
+    """Record the serving event loop (worker threads announce events on it) and start the
+    process's background work there on the first call."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
         remember_running_loop()
+        background.ensure_started()
         return await self.app(scope, receive, send)
 
 

@@ -126,6 +126,16 @@ def handler404(request: HttpRequest, exception: Exception | None = None):
     return JsonResponse(error_body("not_found", "No such endpoint or object."), status=404)
 
 
+def handler403(request: HttpRequest, exception: Exception | None = None):
+    """Answer a refused request in the contract's format (the admin keeps its HTML page)."""
+    if _wants_html(request):
+        from django.views.defaults import permission_denied
+
+        return permission_denied(request, exception)
+    message = str(exception) if exception and str(exception) else "Forbidden."
+    return JsonResponse(error_body("forbidden", message), status=403)
+
+
 def handler500(request: HttpRequest):
     """Answer crashes without leaking internals."""
     return JsonResponse(

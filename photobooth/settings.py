@@ -130,7 +130,6 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -228,9 +227,7 @@ AUTH_PASSWORD_VALIDATORS = [
 # --- Files ----------------------------------------------------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise expects it, even when empty
 STATICFILES_DIRS = [BASE_DIR / "static"]
-WHITENOISE_USE_FINDERS = True  # embedded mode serves static files without collectstatic
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or VAR_DIR / "media")
 # Uploaded photos and results are served by our own views (signed / capability URLs), never
 # by a directory listing, so there is no MEDIA_URL route.
@@ -286,6 +283,10 @@ MOCKUP_API_RESULT_TTL_SECONDS = 24 * 3600
 
 # --- Tasks, events and streams (contract section 7) -----------------------------------------
 TASK_IDEMPOTENCY_SECONDS = 24 * 3600
+# A task not finished this long after creation is cancelled with reason `timeout`.
+TASK_DEADLINE_SECONDS = env_int("TASK_DEADLINE_SECONDS", 600, minimum=10)
+# Start the task queue and the upstream socket with the server (tests turn it off).
+TASK_QUEUE_AUTOSTART = env_bool("TASK_QUEUE_AUTOSTART", True)
 STREAM_HEARTBEAT_SECONDS = env_int("STREAM_HEARTBEAT_SECONDS", 15, minimum=1)
 STREAM_MAX_SECONDS = env_int("STREAM_MAX_SECONDS", 1800, minimum=10)
 STREAM_MAX_PER_SESSION = env_int("STREAM_MAX_PER_SESSION", 20, minimum=1)

@@ -17,5 +17,6 @@ if settings.MOCKUP_API_URL is None:
     # The built-in stand-in for the external mockup API, on this same server.
     urlpatterns.append(path("mockup-api/", include("mockup_api.urls")))
 
+handler403 = "photobooth.errors.handler403"
 handler404 = "photobooth.errors.handler404"
 handler500 = "photobooth.errors.handler500"

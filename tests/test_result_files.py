@@ -45,10 +45,42 @@ def test_result_names_carry_128_bits_of_randomness():
         "/media/results/0123456789abcdef0123456789abcdef.png",  # well-formed, absent
         "/media/results/..%2Fsecret_key",
         "/media/results/short.png",
-        "/media/uploads/0123456789abcdef0123456789abcdef.jpg",
     ],
 )
-def test_it_lists_nothing_and_serves_no_uploads(path, owner, uploaded):
+def test_it_lists_nothing(path, owner, uploaded):
     response = Client().get(path)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+class TestSignedUploadUrls:
+    """The upstream fetches uploads through signed URLs that expire within an hour."""
+
+    def test_a_signed_url_serves_the_upload_without_credentials(self, owner, uploaded):
+        from jobs_app.files import signed_upload_url
+        from jobs_app.models import Upload
+
+        url = signed_upload_url(Upload.objects.get(pk=uploaded["uploadId"]))
+        assert url.startswith("http://127.0.0.1:8000/media/uploads/")
+        response = Client().get(url.removeprefix("http://127.0.0.1:8000"))
+        assert response.status_code == 200
+        assert response["Content-Type"] == "image/jpeg"
+        assert len(b"".join(response.streaming_content)) == uploaded["size"]
+
+    @pytest.mark.parametrize("token", ["0123456789abcdef0123456789abcdef.jpg", "e30:abc:def"])
+    def test_an_unsigned_or_tampered_url_is_403(self, token, owner, uploaded):
+        response = Client().get(f"/media/uploads/{token}")
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "forbidden"
+
+    def test_an_expired_url_is_403(self, owner, uploaded):
+        from unittest import mock
+
+        from jobs_app.files import signed_upload_url
+        from jobs_app.models import Upload
+
+        with mock.patch("django.core.signing.time.time", return_value=1_000_000_000):
+            url = signed_upload_url(Upload.objects.get(pk=uploaded["uploadId"]))
+        response = Client().get(url.removeprefix("http://127.0.0.1:8000"))
+        assert response.status_code == 403
+        assert "expired" in response.json()["error"]["message"]

@@ -1,0 +1,170 @@
+"""Turn the upstream's reports (socket messages, webhooks, REST reads) into our actions.
+
+Async, on the server loop: downloads go through the one upstream client, database work through
+the actions in jobs_app.progress (each idempotent). Socket and webhook may report the same
+completion; whichever comes second finds nothing to move and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from jobs_app import progress
+from jobs_app.files import delete_result, store_result
+from jobs_app.models import Job
+from jobs_app.states import JOB_TERMINAL
+from jobs_app.upstream.client import UpstreamClient
+from jobs_app.upstream.errors import UpstreamError
+
+logger = logging.getLogger(__name__)
+
+_db = database_sync_to_async
+
+
+class UpstreamApplier:
+    """Apply upstream reports for our tasks."""
+
+    def __init__(self, client: UpstreamClient):
+        self.client = client
+        self._task_ids: dict[str, str] = {}  # upstream id -> our task id
+
+    async def task_id_for(self, upstream_id: str | None) -> str | None:
+        if not upstream_id:
+            return None
+        if upstream_id not in self._task_ids:
+            task = await _db(progress.task_for_upstream)(upstream_id)
+            if task is None:
+                return None
+            self._task_ids[upstream_id] = str(task.pk)
+        return self._task_ids[upstream_id]
+
+    # --- the event socket ------------------------------------------------------------------
+
+    async def on_socket_message(self, message: dict[str, Any]) -> None:
+        """Apply one socket message (jobState, jobProgress, jobPreview, jobResult, ...)."""
+        kind = message.get("type")
+        task_id = await self.task_id_for(message.get("taskId"))
+        if task_id is None:
+            return
+        index = message.get("jobIndex")
+        try:
+            if kind == "jobState" and isinstance(index, int):
+                await _db(progress.do_apply_job_state)(
+                    task_id, index, message.get("state", ""), message.get("workerName") or ""
+                )
+            elif kind == "jobProgress" and isinstance(index, int):
+                await _db(progress.do_apply_job_progress)(
+                    task_id, index, int(message["step"]), int(message["stepCount"]),
+                    message.get("etaSeconds"),
+                )  # fmt: skip
+            elif kind == "jobPreview" and isinstance(index, int):
+                await self.preview(task_id, index, message["url"])
+            elif kind == "jobResult" and isinstance(index, int):
+                await self.complete_job(task_id, index, message["url"])
+            elif kind == "jobError" and isinstance(index, int):
+                await _db(progress.do_fail_job)(
+                    task_id, index, message.get("code") or "render_failed",
+                    message.get("message") or "The image could not be rendered.",
+                )  # fmt: skip
+            elif kind == "taskCompleted":
+                await self.task_finished(task_id, message.get("taskId"))
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("upstream_message_malformed type=%s error=%r", kind, exc)
+
+    # --- shared steps ----------------------------------------------------------------------
+
+    async def complete_job(self, task_id: str, index: int, url: str) -> bool:
+        """Copy a job's result into our storage and record it (once)."""
+        if await _db(_job_is_final)(task_id, index):
+            return False
+        try:
+            data, _ = await self.client.download(url)
+            stored = await _db(store_result)(data)
+        except (UpstreamError, ValueError) as exc:
+            logger.warning("result_download_failed task=%s job=%s error=%s", task_id, index, exc)
+            permanent = isinstance(exc, ValueError) or exc.permanent
+            if permanent:
+                await _db(progress.do_fail_job)(task_id, index, "result_unavailable", str(exc))
+            return False
+        applied = await _db(progress.do_complete_job)(task_id, index, stored)
+        if not applied:
+            await _db(delete_result)(stored.name)
+        return applied
+
+    async def preview(self, task_id: str, index: int, url: str) -> None:
+        try:
+            data, _ = await self.client.download(url)
+            stored = await _db(store_result)(data)
+        except (UpstreamError, ValueError) as exc:
+            logger.info("preview_skipped task=%s job=%s error=%s", task_id, index, exc)
+            return
+        if not await _db(progress.do_apply_job_preview)(task_id, index, stored):
+            await _db(delete_result)(stored.name)
+
+    async def task_finished(self, task_id: str, upstream_id: str | None) -> None:
+        """The upstream says the task is done; fetch what the socket may not have told us."""
+        await _db(progress.do_note_upstream_finished)(task_id)
+        if upstream_id and await _db(progress.unfinished_job_indexes)(task_id):
+            try:
+                await self.apply_generation(task_id, await self.client.get_generation(upstream_id))
+            except UpstreamError as exc:
+                logger.warning("reconcile_failed task=%s error=%s", task_id, exc)
+
+    # --- whole task objects (REST reads and webhooks) --------------------------------------
+
+    async def apply_generation(self, task_id: str, data: dict[str, Any]) -> None:
+        """Apply an upstream generation task object: every job's state, then the task's."""
+        for job in sorted(data.get("jobs", []), key=lambda j: j.get("index", 0)):
+            index = job.get("index")
+            if not isinstance(index, int):
+                continue
+            status = job.get("status")
+            if status in ("initiating", "started", "completed", "failed"):
+                # Replay the steps the socket may have missed; each is a no-op when already past.
+                for state in ("initiating", "started"):
+                    await _db(progress.do_apply_job_state)(
+                        task_id, index, state, job.get("worker_name") or ""
+                    )
+            if status == "completed" and (job.get("result") or {}).get("url"):
+                await self.complete_job(task_id, index, job["result"]["url"])
+            elif status == "failed":
+                error = job.get("error") or {}
+                await _db(progress.do_fail_job)(
+                    task_id, index, error.get("code") or "render_failed",
+                    error.get("message") or "The image could not be rendered.",
+                )  # fmt: skip
+        if data.get("status") in ("completed", "failed", "cancelled"):
+            await _db(progress.do_note_upstream_finished)(task_id)
+
+    async def apply_mockup(self, task_id: str, data: dict[str, Any]) -> None:
+        """Apply an upstream mockup task object: one job per variant."""
+        status = data.get("status")
+        if status == "failed":
+            reasons = "; ".join(str(r) for r in data.get("failure_reasons") or []) or "failed"
+            await _db(progress.do_fail_task)(task_id, "mockup_failed", reasons, "render")
+            return
+        if status != "completed":
+            return
+        jobs = await _db(_jobs_by_variant)(task_id)
+        for variant in data.get("catalog_variant_mockups") or []:
+            index = jobs.get(str(variant.get("catalog_variant_id")))
+            mockups = variant.get("mockups") or []
+            if index is None or not mockups:
+                continue
+            await self.complete_job(task_id, index, mockups[0]["mockup_url"])
+        for index in await _db(progress.unfinished_job_indexes)(task_id):
+            await _db(progress.do_fail_job)(
+                task_id, index, "mockup_missing", "The upstream returned no mockup for it."
+            )
+        await _db(progress.do_note_upstream_finished)(task_id)
+
+
+def _job_is_final(task_id: str, index: int) -> bool:
+    return Job.objects.filter(task_id=task_id, index=index, status__in=JOB_TERMINAL).exists()
+
+
+def _jobs_by_variant(task_id: str) -> dict[str, int]:
+    return dict(Job.objects.filter(task_id=task_id).values_list("variant_id", "index"))

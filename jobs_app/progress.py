@@ -1,0 +1,247 @@
+"""Actions that apply what the upstream reports: submission, job states, results, completion.
+
+The same report may arrive twice (socket and webhook, retried webhooks) or late; every action
+here locks the task, moves state only forward (jobs_app.states) and emits an event only when
+something moved, so applying a report again changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from django.db import transaction
+from django.utils import timezone
+
+from jobs_app.actions import advance_job, advance_task
+from jobs_app.events import publish_event
+from jobs_app.models import Job, Task
+from jobs_app.states import JOB_TERMINAL, JobStatus, TaskKind, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+# Contract section 7: progress events of a job are at least 250 ms apart.
+PROGRESS_MIN_INTERVAL = timedelta(milliseconds=250)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredResult:
+    """A result file copied into our storage (jobs_app.files.store_result)."""
+
+    name: str
+    url: str
+    width: int
+    height: int
+    content_type: str
+    size: int
+
+
+def _locked(task_id: UUID | str) -> Task:
+    return Task.objects.select_for_update().select_related("client_app", "session").get(pk=task_id)
+
+
+def _job(task: Task, index: int) -> Job | None:
+    return Job.objects.filter(task=task, index=index).first()
+
+
+@transaction.atomic(durable=True)
+def do_mark_submitted(task_id: UUID | str, upstream_id: str, job_ids: dict[int, str]) -> bool:
+    """Record the upstream's id for a task and move it to running.
+
+    Return False when the task finished meanwhile (cancelled while being submitted): the
+    caller then cancels it upstream, and late reports are ignored.
+    """
+    task = _locked(task_id)
+    Task.objects.filter(pk=task.pk).update(upstream_id=upstream_id)
+    task.upstream_id = upstream_id
+    for index, job_upstream_id in job_ids.items():
+        Job.objects.filter(task=task, index=index).update(upstream_id=job_upstream_id)
+    if task.is_finished:
+        return False
+    advance_task(task, TaskStatus.RUNNING, queue_position=None, eta_seconds=None)
+    return True
+
+
+@transaction.atomic(durable=True)
+def do_schedule_retry(
+    task_id: UUID | str, error: str, delay_seconds: float, *, count_attempt: bool = True
+) -> None:
+    """Put a task whose submission failed transiently back in the queue for later."""
+    task = _locked(task_id)
+    if task.status != TaskStatus.QUEUED:
+        return
+    Task.objects.filter(pk=task.pk).update(
+        claimed_at=None,
+        attempts=task.attempts + int(count_attempt),
+        next_attempt_at=timezone.now() + timedelta(seconds=delay_seconds),
+        last_error=error[:2000],
+    )
+
+
+@transaction.atomic(durable=True)
+def do_fail_task(task_id: UUID | str, code: str, message: str, stage: str) -> bool:
+    """Fail a task for good; its unfinished jobs fail with it (without events of their own)."""
+    task = _locked(task_id)
+    if not advance_task(task, TaskStatus.FAILED, error_code=code, error_message=message[:2000]):
+        return False
+    for job in task.jobs.exclude(status__in=JOB_TERMINAL):
+        advance_job(job, JobStatus.FAILED, error_code=code, error_message=message[:2000])
+    publish_event(task, "failed", errorCode=code, message=message, stage=stage)
+    logger.warning("task_failed task=%s code=%s stage=%s", task.pk, code, stage)
+    return True
+
+
+@transaction.atomic(durable=True)
+def do_apply_job_state(task_id: UUID | str, index: int, state: str, worker_name: str) -> bool:
+    """Apply `initiating` or `started` for one job."""
+    task = _locked(task_id)
+    job = _job(task, index)
+    if task.is_finished or job is None:
+        return False
+    status = {"initiating": JobStatus.INITIATING, "started": JobStatus.RUNNING}.get(state)
+    if status is None or not advance_job(job, status, worker_name=worker_name or job.worker_name):
+        return False
+    event = "initiating" if status == JobStatus.INITIATING else "started"
+    publish_event(task, event, job=job, jobIndex=index, workerName=worker_name)
+    return True
+
+
+@transaction.atomic(durable=True)
+def do_apply_job_progress(
+    task_id: UUID | str, index: int, step: int, step_count: int, eta_seconds: float | None
+) -> bool:
+    """Record a job's progress; emit `progress` at most every 250 ms per job."""
+    task = _locked(task_id)
+    job = _job(task, index)
+    if task.is_finished or job is None or job.status in JOB_TERMINAL or step_count <= 0:
+        return False
+    progress = min(1.0, max(job.progress, step / step_count))
+    now = timezone.now()
+    fields: dict[str, Any] = {"progress": progress}
+    due = job.last_progress_at is None or now - job.last_progress_at >= PROGRESS_MIN_INTERVAL
+    if due:
+        fields["last_progress_at"] = now
+    Job.objects.filter(pk=job.pk).update(**fields)
+    if not due:
+        return False
+    publish_event(task, "progress", job=job, jobIndex=index, progress=round(progress, 4),
+                  step=step, stepCount=step_count,
+                  etaSeconds=None if eta_seconds is None else round(eta_seconds, 1))  # fmt: skip
+    return True
+
+
+@transaction.atomic(durable=True)
+def do_apply_job_preview(task_id: UUID | str, index: int, preview: StoredResult) -> bool:
+    """Announce a job's low-resolution preview (stored in our storage)."""
+    task = _locked(task_id)
+    job = _job(task, index)
+    if task.is_finished or job is None or job.status in JOB_TERMINAL:
+        return False
+    publish_event(task, "preview", job=job, jobIndex=index, previewUrl=preview.url)
+    return True
+
+
+@transaction.atomic(durable=True)
+def do_complete_job(task_id: UUID | str, index: int, result: StoredResult) -> bool:
+    """Record a job's result; complete the task once every job has its final event."""
+    task = _locked(task_id)
+    job = _job(task, index)
+    if task.is_finished or job is None:
+        return False
+    moved = advance_job(
+        job,
+        JobStatus.COMPLETED,
+        result_file=result.name,
+        result_width=result.width,
+        result_height=result.height,
+        result_content_type=result.content_type,
+        result_size=result.size,
+    )
+    if not moved:
+        return False
+    publish_event(task, "jobCompleted", job=job, jobIndex=index, resultUrl=result.url,
+                  width=result.width, height=result.height, contentType=result.content_type,
+                  size=result.size)  # fmt: skip
+    _finish_when_done(task)
+    return True
+
+
+@transaction.atomic(durable=True)
+def do_fail_job(task_id: UUID | str, index: int, code: str, message: str) -> bool:
+    """Fail one job for good; finish the task once every job has its final event."""
+    task = _locked(task_id)
+    job = _job(task, index)
+    if task.is_finished or job is None:
+        return False
+    if not advance_job(job, JobStatus.FAILED, error_code=code, error_message=message[:2000]):
+        return False
+    publish_event(task, "jobFailed", job=job, jobIndex=index, errorCode=code, message=message)
+    _finish_when_done(task)
+    return True
+
+
+@transaction.atomic(durable=True)
+def do_note_upstream_finished(task_id: UUID | str) -> None:
+    """Remember that the upstream called the task finished (its jobs may still be arriving)."""
+    Task.objects.filter(pk=task_id, upstream_finished_at__isnull=True).update(
+        upstream_finished_at=timezone.now()
+    )
+
+
+def _finish_when_done(task: Task) -> None:
+    """Send the task's terminal event once every job has had its own final event."""
+    jobs = list(task.jobs.order_by("index"))
+    if any(job.status not in JOB_TERMINAL for job in jobs):
+        return
+    done = [job for job in jobs if job.status == JobStatus.COMPLETED]
+    if not done:
+        first = jobs[0] if jobs else None
+        code = (first.error_code if first else "") or "render_failed"
+        message = (first.error_message if first else "") or "Every job failed."
+        advance_task(task, TaskStatus.FAILED, error_code=code, error_message=message)
+        publish_event(task, "failed", errorCode=code, message=message, stage="render")
+        return
+    advance_task(task, TaskStatus.COMPLETED)
+    if task.kind == TaskKind.MOCKUP:
+        publish_event(task, "redirect", url=f"/mockups/{task.pk}/")
+    total_ms = int((task.finished_at - task.created_at).total_seconds() * 1000)
+    publish_event(task, "completed", imageUrls=[job.result_file.url for job in done],
+                  completedJobs=len(done), totalJobs=len(jobs), totalTimeMs=total_ms)  # fmt: skip
+    logger.info("task_completed task=%s jobs=%s/%s ms=%s", task.pk, len(done), len(jobs), total_ms)
+
+
+def running_tasks() -> list[Task]:
+    """Return the tasks that are out with the upstream (for reconciliation)."""
+    return list(
+        Task.objects.filter(status=TaskStatus.RUNNING, upstream_id__isnull=False).order_by(
+            "created_at"
+        )
+    )
+
+
+def unfinished_job_indexes(task_id: UUID | str) -> set[int]:
+    return set(
+        Job.objects.filter(task_id=task_id)
+        .exclude(status__in=JOB_TERMINAL)
+        .values_list("index", flat=True)
+    )
+
+
+def task_for_upstream(upstream_id: str) -> Task | None:
+    """Return our task for an upstream task id (None for one we never submitted)."""
+    return Task.objects.filter(upstream_id=upstream_id).first()
+
+
+
+@transaction.atomic(durable=True)
+def do_update_queue_position(task_id: UUID | str, position: int, eta_seconds: int) -> bool:
+    """Store a queued task's new position and tell its clients (`queued`)."""
+    task = _locked(task_id)
+    if task.status != TaskStatus.QUEUED or task.queue_position == position:
+        return False
+    Task.objects.filter(pk=task.pk).update(queue_position=position, eta_seconds=eta_seconds)
+    publish_event(task, "queued", queuePosition=position, etaSeconds=eta_seconds)
+    return True

@@ -1,0 +1,162 @@
+"""The one client of the mockup API per server process (contract section 6).
+
+Created in JobsConfig.ready() without I/O; the HTTP pool and the event socket start lazily, on
+the server's event loop, the first time they are needed. One HTTP connection pool and one event
+socket carry every task of every browser, extension and API client of this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket as socket_module
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+from jobs_app.upstream.errors import CircuitOpen, UpstreamError
+from jobs_app.upstream.limits import CircuitBreaker, RateLimiter
+
+logger = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
+MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
+# Waiting on 429s is free, but not endless: past this a call counts as a transient failure.
+MAX_RATE_LIMIT_WAIT_SECONDS = 120
+
+
+def new_app_id() -> str:
+    """Return an app id unique to this process, so two processes never kick each other off."""
+    host = socket_module.gethostname().split(".")[0][:20]
+    return f"{settings.MOCKUP_API_APP_ID}-{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class UpstreamClient:
+    """HTTP calls to the mockup API, with its rate limits and a circuit breaker."""
+
+    transport: httpx.AsyncBaseTransport | None = None  # tests may inject one
+
+    def __init__(self) -> None:
+        self.app_id = new_app_id()
+        self.limiter = RateLimiter()
+        self.breaker = CircuitBreaker()
+        self._http: httpx.AsyncClient | None = None
+        self._http_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def base_url(self) -> str:
+        return (settings.MOCKUP_API_URL or f"{settings.PUBLIC_BASE_URL}/mockup-api").rstrip("/")
+
+    @property
+    def socket_url(self) -> str:
+        scheme, _, rest = self.base_url.partition("://")
+        ws_scheme = "wss" if scheme == "https" else "ws"
+        return f"{ws_scheme}://{rest}/v2/socket?app_id={self.app_id}"
+
+    def renew_app_id(self) -> None:
+        """Take a fresh app id (after another connection took ours over: close code 4015)."""
+        self.app_id = new_app_id()
+
+    def http(self) -> httpx.AsyncClient:
+        """Return the connection pool of the running loop (created on first use there)."""
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._http_loop is not loop:
+            self._http = httpx.AsyncClient(
+                timeout=REQUEST_TIMEOUT,
+                transport=self.transport,
+                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            )
+            self._http_loop = loop
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # --- calls -----------------------------------------------------------------------------
+
+    async def request(
+        self, method: str, path: str, *, json: Any = None, params: dict | None = None
+    ) -> Any:
+        """Call the API and return its JSON; raise UpstreamError classified for retrying."""
+        if self.breaker.is_open:
+            raise CircuitOpen(self.breaker.retry_in())
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + MAX_RATE_LIMIT_WAIT_SECONDS
+        headers = {"Authorization": f"Bearer {settings.MOCKUP_API_KEY}"}
+        while True:
+            await self.limiter.wait()
+            try:
+                response = await self.http().request(
+                    method, self.base_url + path, json=json, params=params, headers=headers
+                )
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                self.breaker.record_failure()
+                raise UpstreamError(f"{method} {path}: {exc!r}", permanent=False) from exc
+            self.limiter.update(response)
+            if response.status_code == 429:
+                if loop.time() + self.limiter.delay() > give_up_at:
+                    raise UpstreamError(f"{method} {path}: rate limited", permanent=False,
+                                        status=429, code="upstream_rate_limited")  # fmt: skip
+                continue  # the limiter now waits out Retry-After
+            return self._result(method, path, response)
+
+    def _result(self, method: str, path: str, response: httpx.Response) -> Any:
+        if response.status_code >= 500:
+            self.breaker.record_failure()
+            raise UpstreamError(
+                f"{method} {path}: {response.status_code}",
+                permanent=False,
+                status=response.status_code,
+            )
+        self.breaker.record_success()
+        if response.status_code >= 400:
+            raise UpstreamError(
+                f"{method} {path}: {response.status_code} {response.text[:300]}",
+                permanent=True,
+                status=response.status_code,
+            )
+        return response.json()
+
+    async def catalog(self) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/v2/catalog-products"))["data"]
+
+    async def create_generation(self, body: dict[str, Any]) -> dict[str, Any]:
+        return (await self.request("POST", "/v2/generation-tasks", json=body))["data"]
+
+    async def get_generation(self, upstream_id: str) -> dict[str, Any]:
+        return (await self.request("GET", f"/v2/generation-tasks/{upstream_id}"))["data"]
+
+    async def cancel_generation(self, upstream_id: str) -> dict[str, Any]:
+        return (await self.request("DELETE", f"/v2/generation-tasks/{upstream_id}"))["data"]
+
+    async def create_mockups(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        return (await self.request("POST", "/v2/mockup-tasks", json=body))["data"]
+
+    async def get_mockups(self, upstream_ids: list[str]) -> list[dict[str, Any]]:
+        params = {"id": ",".join(upstream_ids)}
+        return (await self.request("GET", "/v2/mockup-tasks", params=params))["data"]
+
+    async def download(self, url: str) -> tuple[bytes, str]:
+        """Fetch a hosted result file; return its bytes and content type."""
+        try:
+            async with self.http().stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise UpstreamError(
+                        f"GET {url}: {response.status_code}",
+                        permanent=400 <= response.status_code < 500,
+                        status=response.status_code,
+                    )
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_DOWNLOAD_BYTES:
+                        raise UpstreamError(f"GET {url}: file too large", permanent=True)
+                    chunks.append(chunk)
+                return b"".join(chunks), response.headers.get("Content-Type", "")
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise UpstreamError(f"GET {url}: {exc!r}", permanent=False) from exc
