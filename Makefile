@@ -37,7 +37,7 @@ migrate: $(VENV)/.installed
 	$(PY) manage.py migrate --no-input
 
 run: migrate
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) photobooth.asgi:application
+	$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 test: test-sqlite test-postgres
 

@@ -11,8 +11,9 @@ from django.utils.html import format_html
 
 from jobs_app.actions import do_cancel_task, do_retry_task
 from jobs_app.events import serialize_event
-from jobs_app.models import Event, Job, Task, Upload, WebhookDelivery
+from jobs_app.models import Event, Job, Task, Upload, WebhookDelivery, WebhookVerdict
 from jobs_app.states import TaskStatus
+from jobs_app.webhooks import reapply_delivery
 from photobooth.errors import PhotoboothError
 from sessions_app.admin import ReadOnlyAdminMixin
 
@@ -198,3 +199,21 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "webhook_id", "received_at", "headers", "body", "verdict", "outcome", "event_type",
         "upstream_task_id", "task", "applied_at", "error",
     )  # fmt: skip
+    actions = ["reapply_deliveries"]
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs_app.change_webhookdelivery")
+
+    @admin.action(permissions=["operate"], description="Re-apply selected verified deliveries")
+    def reapply_deliveries(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        verified = list(
+            queryset.filter(verdict=WebhookVerdict.VERIFIED).values_list("pk", flat=True)
+        )
+        outcomes = [reapply_delivery(delivery_id) for delivery_id in verified]
+        skipped = queryset.count() - len(verified)
+        summary = ", ".join(f"{o}: {outcomes.count(o)}" for o in sorted(set(outcomes))) or "none"
+        self.message_user(
+            request,
+            f"Re-applied {len(verified)} delivery(ies) ({summary}); skipped {skipped} unverified.",
+            messages.WARNING if skipped else messages.SUCCESS,
+        )

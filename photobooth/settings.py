@@ -337,4 +337,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # One line per upstream HTTP call is noise at INFO; failures are logged by our code.
+    "loggers": {"httpx": {"level": "WARNING"}},
 }

@@ -17,6 +17,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# The running server processes by base URL (tests that kill one look it up here).
+base_process: dict[str, subprocess.Popen] = {}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -37,16 +41,22 @@ def migrate(env: dict[str, str]) -> None:
 
 
 @contextmanager
-def daphne(env: dict[str, str]) -> Iterator[str]:
-    """Serve the project with daphne, as `make run` does; yield its base URL."""
-    port = free_port()
-    daphne_bin = Path(sys.executable).parent / "daphne"
+def daphne(env: dict[str, str], port: int | None = None, *, serve: bool = False) -> Iterator[str]:
+    """Serve the project with daphne; yield its base URL.
+
+    `serve=True` runs `manage.py serve` (as `make run` does: the task queue starts at once);
+    otherwise plain `daphne photobooth.asgi:application`. PUBLIC_BASE_URL follows the port,
+    so the built-in mockup API can fetch our uploads and call our webhooks.
+    """
+    port = port or free_port()
+    env = {"PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **env}
+    if serve:
+        command = [sys.executable, "manage.py", "serve", "--port", str(port)]
+    else:
+        daphne_bin = Path(sys.executable).parent / "daphne"
+        command = [daphne_bin, "-b", "127.0.0.1", "-p", str(port), "photobooth.asgi:application"]
     process = subprocess.Popen(
-        [daphne_bin, "-b", "127.0.0.1", "-p", str(port), "photobooth.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -61,8 +71,10 @@ def daphne(env: dict[str, str]) -> Iterator[str]:
                     log = process.stderr.read().decode()[-3000:]
                     pytest.fail(f"daphne did not start:\n{log}")
                 time.sleep(0.1)
+        base_process[base] = process
         yield base
     finally:
+        base_process.pop(base, None)
         process.terminate()
         try:
             process.wait(10)

@@ -13,11 +13,13 @@ import pytest
 from tests.conftest import image_bytes
 from tests.live import daphne, migrate, server_env
 
+E2E_WEBHOOK_SECRET = "whsec_ZTJlLXdlYmhvb2stc2VjcmV0LTAxMjM0NTY3ODlhYmNkZWY="
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
     """Serve the embedded defaults (SQLite in a fresh folder) with daphne, as `make run` does."""
-    env = server_env(tmp_path_factory.mktemp("var"))
+    env = server_env(tmp_path_factory.mktemp("var"), WEBHOOK_SECRETS=E2E_WEBHOOK_SECRET)
     migrate(env)
     with daphne(env) as base:
         yield base
@@ -156,3 +158,39 @@ def test_real_sse_and_websocket_clients_follow_a_task(server):
     assert [m["type"] for m in ws_messages] == ["connected", "queued", "cancelled"]
     assert [e["id"] for e in sse_events] == [m["id"] for m in ws_messages[1:]]
     assert sse_events[0]["_sse"]["id"] == sse_events[0]["id"]
+
+
+def test_webhooks_over_real_http_are_verified_stored_and_deduplicated(server):
+    """Signed with the Standard Webhooks reference implementation, sent over real HTTP."""
+    import json
+    import uuid
+    from datetime import UTC, datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    body = json.dumps(
+        {
+            "type": "generation_task_finished",
+            "timestamp": "2026-11-26T00:00:00Z",
+            "data": {"id": "gt_nobody_knows", "status": "completed", "jobs": []},
+        }
+    )
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    now = datetime.now(UTC)
+    headers = {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(E2E_WEBHOOK_SECRET).sign(webhook_id, now, body),
+        "Content-Type": "application/json",
+    }
+    url = f"{server}/webhooks/mockup-api"
+    assert httpx.post(url, content=body, headers=headers).status_code == 202  # unknown task
+    assert httpx.post(url, content=body, headers=headers).status_code == 202  # still pending
+    forged = {**headers, "webhook-signature": "v1," + "A" * 44}
+    response = httpx.post(url, content=body, headers=forged)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_signature"
+    assert (
+        httpx.post(url, content=body, headers={**headers, "webhook-timestamp": "x"}).status_code
+        == 400
+    )
