@@ -7,6 +7,7 @@ carry on right after a restart even before anyone connects.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from daphne.endpoints import build_endpoint_description_strings
@@ -37,8 +38,15 @@ class Command(BaseCommand):
 
         def when_ready() -> None:
             # Called before the reactor runs: queue the start on daphne's asyncio loop, where
-            # it runs once the loop does.
+            # it runs once the loop does; on shutdown, let submissions in flight finish.
+            from twisted.internet import defer, reactor
+
             twisted_loop.call_soon(start)
+            reactor.addSystemEventTrigger(
+                "before",
+                "shutdown",
+                lambda: defer.Deferred.fromFuture(asyncio.ensure_future(background.stop())),
+            )
 
         self.stdout.write(f"Serving on http://{host}:{port}/ (Ctrl+C to stop)")
         Server(
