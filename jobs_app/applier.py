@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 
 from jobs_app import progress
 from jobs_app.files import delete_result, store_result
@@ -21,7 +21,10 @@ from jobs_app.upstream.errors import UpstreamError
 
 logger = logging.getLogger(__name__)
 
-_db = database_sync_to_async
+# Django's own bridge: it is also used inside requests (webhooks), where Channels'
+# database_sync_to_async would close the request's connection. The task queue closes stale
+# connections itself (TaskQueue.tick).
+_db = sync_to_async
 
 
 class UpstreamApplier:

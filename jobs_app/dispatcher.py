@@ -15,8 +15,9 @@ import logging
 import random
 from datetime import timedelta
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import close_old_connections
 from django.db.models import Q
 from django.utils import timezone
 
@@ -33,7 +34,7 @@ from jobs_app.upstream.errors import CircuitOpen, UpstreamError
 
 logger = logging.getLogger(__name__)
 
-_db = database_sync_to_async
+_db = sync_to_async
 
 MAX_ATTEMPTS = 5
 RETRY_BASE_SECONDS = 1.0
@@ -78,6 +79,8 @@ class TaskQueue:
 
     async def tick(self) -> None:
         loop = asyncio.get_running_loop()
+        # The queue lives outside the request cycle, so it drops stale connections itself.
+        await _db(close_old_connections)()
         for task_id, upstream_id in await _db(expire_deadlines)():
             logger.warning("task_timed_out task=%s", task_id)
             if upstream_id:
@@ -214,7 +217,7 @@ class TaskQueue:
                     await self.applier.apply_mockup(str(task.pk), by_id[task.upstream_id])
 
 
-# --- database steps (sync; run through database_sync_to_async) -----------------------------
+# --- database steps (sync; run through sync_to_async) ----------------------------------------
 
 
 def claim_next() -> str | None:

@@ -1,0 +1,67 @@
+"""Fetch input images by URL, as a remote service would: async, bounded in time and size."""
+
+from __future__ import annotations
+
+import io
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from PIL import Image
+
+MAX_BYTES = 20 * 1024 * 1024
+TIMEOUT_SECONDS = 20.0
+MAX_REDIRECTS = 3
+
+
+class InputUnavailable(Exception):
+    """The input URL could not be fetched or decoded."""
+
+
+def _same_origin(first: str, second: str) -> bool:
+    a, b = urlsplit(first), urlsplit(second)
+    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+
+
+async def fetch_bytes(url: str) -> bytes:
+    """Return the body at `url`; follow redirects only within its origin."""
+    target = url
+    try:
+        async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False) as client:
+            for _ in range(MAX_REDIRECTS + 1):
+                async with client.stream("GET", target) as response:
+                    if response.is_redirect:
+                        location = urljoin(target, response.headers.get("location", ""))
+                        if not _same_origin(url, location):
+                            raise InputUnavailable(f"redirect to another host: {location}")
+                        target = location
+                        continue
+                    if response.status_code != 200:
+                        raise InputUnavailable(f"GET {target} answered {response.status_code}")
+                    return await _read_limited(response)
+    except httpx.HTTPError as exc:
+        raise InputUnavailable(f"GET {target} failed: {exc.__class__.__name__}") from exc
+    raise InputUnavailable(f"more than {MAX_REDIRECTS} redirects")
+
+
+async def _read_limited(response: httpx.Response) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BYTES:
+        raise InputUnavailable(f"input is over {MAX_BYTES} bytes")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in response.aiter_bytes():
+        received += len(chunk)
+        if received > MAX_BYTES:
+            raise InputUnavailable(f"input is over {MAX_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Return the fully decoded image in `data`. Blocking: call it in the render pool."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputUnavailable(f"input is not a decodable image: {exc}") from exc
+    return image
