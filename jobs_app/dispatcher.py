@@ -42,6 +42,7 @@ RETRY_CAP_SECONDS = 60.0
 POLL_SECONDS = 1.0
 MAX_CONCURRENT_SUBMISSIONS = 8
 RECONCILE_EVERY_SECONDS = 30
+POSITIONS_EVERY_SECONDS = 1.0
 CATALOG_REFRESH_SECONDS = CACHE_SECONDS
 
 
@@ -61,6 +62,7 @@ class TaskQueue:
         self.slots = asyncio.Semaphore(MAX_CONCURRENT_SUBMISSIONS)
         self.stopping = False
         self._last_reconcile = 0.0
+        self._last_positions = 0.0
         self._last_catalog = asyncio.get_running_loop().time()
 
     async def run(self) -> None:
@@ -97,7 +99,10 @@ class TaskQueue:
             job = asyncio.create_task(self.submit(task_id))
             self.in_flight.add(job)
             job.add_done_callback(self._submission_done)
-        await _db(refresh_queue_positions)()
+        if loop.time() - self._last_positions >= POSITIONS_EVERY_SECONDS:
+            # Positions move with every claim; telling clients once a second is plenty.
+            self._last_positions = loop.time()
+            await _db(refresh_queue_positions)()
         if loop.time() - self._last_reconcile > RECONCILE_EVERY_SECONDS:
             await self.reconcile()
         if loop.time() - self._last_catalog > CATALOG_REFRESH_SECONDS:
@@ -108,6 +113,7 @@ class TaskQueue:
     def _submission_done(self, job: asyncio.Task) -> None:
         self.in_flight.discard(job)
         self.slots.release()
+        self.wake.set()  # a free slot: claim the next task now, not at the next poll
 
     async def _sleep(self, seconds: float) -> None:
         self.wake.clear()

@@ -1,0 +1,239 @@
+"""Benchmarks of the upstream side: queue overhead, webhook ingest rate, end-to-end tasks/s.
+
+    .venv/bin/python bench/upstream.py [--tasks 200] [--webhooks 2000] [--e2e-tasks 100]
+                                       [--database-url postgresql://postgres@127.0.0.1/bench]
+
+Prints one table. Not a test: figures depend on the machine (see docs/performance.md).
+- queue overhead: our own bookkeeping per task with no upstream (create, claim, submit, job
+  states, result, completion: every transaction and event), in one process.
+- webhook ingest: signed deliveries over real HTTP to a daphne server, verified, stored and
+  applied (job failures: no downloads), concurrency 8.
+- end to end: enhancement tasks through `manage.py serve` with the built-in mockup API at render
+  time 0 (MOCKUP_API_STEP_SECONDS=0), from POST /api/tasks to the `completed` event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+WEBHOOK_SECRET = "whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OWFi"
+
+
+def queue_overhead(tasks: int) -> dict[str, float]:
+    """Run N tasks through every action of their life, with the upstream left out."""
+    import django
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    from PIL import Image
+
+    from jobs_app import dispatcher, progress
+    from jobs_app.actions import TaskRequest, check_create_task
+    from jobs_app.files import store_result
+    from jobs_app.states import TaskKind
+    from jobs_app.uploads import do_store_upload
+    from sessions_app.actions import do_start_session
+
+    session = do_start_session().session
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "teal").save(buffer, "PNG")
+    png = buffer.getvalue()
+    upload = do_store_upload(session, SimpleUploadedFile("p.png", png))
+    result = store_result(png)
+    started = time.perf_counter()
+    for n in range(tasks):
+        request = TaskRequest(client_app_id=f"bench-{n % 20}", kind=TaskKind.ENHANCEMENT,
+                              upload_id=upload.pk)  # fmt: skip
+        task = check_create_task(session, request).task
+        claimed = dispatcher.claim_next()
+        assert claimed is not None
+        progress.do_mark_submitted(claimed, f"up-{n}", {0: f"job-{n}"})
+        progress.do_apply_job_state(claimed, 0, "initiating", "w1")
+        progress.do_apply_job_state(claimed, 0, "started", "w1")
+        progress.do_complete_job(claimed, 0, result)
+        assert task.pk is not None
+    elapsed = time.perf_counter() - started
+    return {"tasks": tasks, "seconds": elapsed, "ms_per_task": 1000 * elapsed / tasks}
+
+
+def _sign(body: str) -> dict[str, str]:
+    from standardwebhooks.webhooks import Webhook
+
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    now = datetime.now(UTC)
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(WEBHOOK_SECRET).sign(webhook_id, now, body),
+        "Content-Type": "application/json",
+    }
+
+
+async def _ingest(base: str, bodies: list[str], concurrency: int) -> list[int]:
+    import httpx
+
+    statuses: list[int] = []
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                body = queue.get_nowait()
+                response = await client.post(f"{base}/webhooks/mockup-api", content=body,
+                                             headers=_sign(body))  # fmt: skip
+                statuses.append(response.status_code)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return statuses
+
+
+def webhook_ingest(webhooks: int, env: dict[str, str]) -> dict[str, float]:
+    """Post signed deliveries that each fail one job of a known task; measure the rate."""
+    import httpx
+
+    from tests.conftest import image_bytes
+    from tests.live import daphne, migrate
+
+    env = {**env, "TASK_QUEUE_AUTOSTART": "0"}  # the tasks below are marked submitted by hand
+    migrate(env)
+    with daphne(env) as base:
+        api = httpx.Client(base_url=base, timeout=30)
+        api.headers["Authorization"] = "Bearer " + api.post("/api/sessions").json()["token"]
+        upload = api.post("/api/uploads", files={"image": ("a.jpg", image_bytes(), "image/jpeg")})
+        upload_id = upload.json()["uploadId"]
+        # Tasks with 16 jobs each, marked submitted through the server's database.
+        task_ids = []
+        for n in range(max(1, webhooks // 16)):
+            body = {"clientAppId": f"ingest-{n}", "kind": "generation", "uploadId": upload_id,
+                    "style": "comic", "numberImages": 16}  # fmt: skip
+            task_ids.append(api.post("/api/tasks", json=body).json()["taskId"])
+        _mark_submitted(env, task_ids)
+        bodies = []
+        for n in range(webhooks):
+            task_index, job_index = divmod(n, 16)
+            job = {"id": f"j{job_index}", "index": job_index, "status": "failed",
+                   "error": {"code": "render_failed", "message": "bench"}}  # fmt: skip
+            bodies.append(json.dumps({
+                "type": "generation_job_progress", "timestamp": datetime.now(UTC).isoformat(),
+                "data": {"id": f"bench-{task_index % len(task_ids)}", "status": "running",
+                         "jobs": [job]},
+            }))  # fmt: skip
+        started = time.perf_counter()
+        statuses = asyncio.run(_ingest(base, bodies, concurrency=8))
+        elapsed = time.perf_counter() - started
+    ok = sum(1 for status in statuses if status in (202, 204))
+    return {"webhooks": webhooks, "accepted": ok, "seconds": elapsed, "per_second": ok / elapsed}
+
+
+def _mark_submitted(env: dict[str, str], task_ids: list[str]) -> None:
+    import subprocess
+
+    script = (
+        "import django, sys; django.setup();"
+        "from jobs_app.models import Task;"
+        "ids = sys.argv[1:];"
+        "[Task.objects.filter(pk=t).update(status='running', upstream_id=f'bench-{i}')"
+        " for i, t in enumerate(ids)]"
+    )
+    subprocess.run([sys.executable, "-c", script, *task_ids], cwd=ROOT, env=env, check=True)
+
+
+def end_to_end(tasks: int, env: dict[str, str]) -> dict[str, float]:
+    """Create enhancement tasks against `manage.py serve` at render time 0; time completion."""
+    import httpx
+
+    from tests.conftest import image_bytes
+    from tests.live import daphne, migrate
+
+    env = {**env, "MOCKUP_API_STEP_SECONDS": "0", "MOCKUP_API_RATE_LIMIT": "100000",
+           "MOCKUP_API_WORKERS": "2"}  # fmt: skip
+    migrate(env)
+    with daphne(env, serve=True) as base:
+        api = httpx.Client(base_url=base, timeout=60)
+        api.headers["Authorization"] = "Bearer " + api.post("/api/sessions").json()["token"]
+        upload = api.post("/api/uploads", files={"image": ("a.jpg", image_bytes(), "image/jpeg")})
+        upload_id = upload.json()["uploadId"]
+        cursor = api.get("/api/events").json()["cursor"]
+        started = time.perf_counter()
+        for n in range(tasks):
+            body = {"clientAppId": f"e2e-{n % 10}", "kind": "enhancement", "uploadId": upload_id}
+            api.post("/api/tasks", json=body).raise_for_status()
+        created_in = time.perf_counter() - started
+        done: dict[str, float] = {}
+        deadline = time.monotonic() + 300
+        while len(done) < tasks and time.monotonic() < deadline:
+            page = api.get("/api/events", params={"after": cursor, "wait": 5}).json()
+            cursor = page["cursor"]
+            for event in page["events"]:
+                if event["type"] in ("completed", "failed", "cancelled"):
+                    done[event["taskId"]] = time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        failed = tasks - sum(1 for _ in done)
+    durations = sorted(done.values())
+    return {
+        "tasks": tasks,
+        "finished": len(done),
+        "not_finished": failed,
+        "create_seconds": created_in,
+        "seconds": elapsed,
+        "tasks_per_second": len(done) / elapsed,
+        "p50_finish_s": statistics.median(durations) if durations else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=200, help="queue overhead: tasks")
+    parser.add_argument("--webhooks", type=int, default=2000, help="webhook ingest: deliveries")
+    parser.add_argument("--e2e-tasks", type=int, default=100, help="end to end: tasks")
+    parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
+    args = parser.parse_args()
+
+    var_dir = Path(tempfile.mkdtemp(prefix="photobooth-bench-"))
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(PHOTOBOOTH_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="photobooth.settings",
+               WEBHOOK_SECRETS=WEBHOOK_SECRET, LOG_LEVEL="WARNING")  # fmt: skip
+    if args.database_url:
+        env["DATABASE_URL"] = args.database_url
+    os.environ.update(env)
+
+    rows = []
+    overhead = queue_overhead(args.tasks)
+    rows.append(("queue overhead", f"{overhead['ms_per_task']:.2f} ms/task",
+                 f"{overhead['tasks']} tasks in {overhead['seconds']:.2f} s"))  # fmt: skip
+    ingest = webhook_ingest(args.webhooks, env)
+    rows.append(("webhook ingest", f"{ingest['per_second']:.0f} deliveries/s",
+                 f"{ingest['accepted']}/{ingest['webhooks']} accepted in "
+                 f"{ingest['seconds']:.2f} s"))  # fmt: skip
+    e2e = end_to_end(args.e2e_tasks, env)
+    rows.append(("end to end (render 0)", f"{e2e['tasks_per_second']:.1f} tasks/s",
+                 f"{e2e['finished']}/{e2e['tasks']} finished in {e2e['seconds']:.2f} s, "
+                 f"median finish {e2e['p50_finish_s']:.2f} s"))  # fmt: skip
+
+    database = args.database_url.split("@")[-1] if args.database_url else "SQLite"
+    print(f"\nPhotobooth upstream benchmarks ({database}, {os.cpu_count()} CPUs)\n")
+    width = max(len(r[0]) for r in rows)
+    for name, figure, detail in rows:
+        print(f"  {name:<{width}}  {figure:>22}   {detail}")
+
+
+if __name__ == "__main__":
+    main()
