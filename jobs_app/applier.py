@@ -126,11 +126,11 @@ class UpstreamApplier:
                 continue
             status = job.get("status")
             if status in ("initiating", "started", "completed", "failed"):
-                # Replay the steps the socket may have missed; each is a no-op when already past.
-                for state in ("initiating", "started"):
-                    await _db(progress.do_apply_job_state)(
-                        task_id, index, state, job.get("worker_name") or ""
-                    )
+                # Replay the steps the socket may have missed; a no-op when already past them.
+                state = "initiating" if status == "initiating" else "started"
+                await _db(progress.do_apply_job_state)(
+                    task_id, index, state, job.get("worker_name") or ""
+                )
             if status == "completed" and (job.get("result") or {}).get("url"):
                 await self.complete_job(task_id, index, job["result"]["url"])
             elif status == "failed":

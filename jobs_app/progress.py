@@ -96,17 +96,24 @@ def do_fail_task(task_id: UUID | str, code: str, message: str, stage: str) -> bo
 
 @transaction.atomic(durable=True)
 def do_apply_job_state(task_id: UUID | str, index: int, state: str, worker_name: str) -> bool:
-    """Apply `initiating` or `started` for one job."""
+    """Apply `initiating` or `started` for one job.
+
+    A generation job reported `started` that we never saw initiating gets both events (in
+    order), so every job's stream reads initiating, started, ... whatever the socket missed.
+    """
     task = _locked(task_id)
     job = _job(task, index)
     if task.is_finished or job is None:
         return False
-    status = {"initiating": JobStatus.INITIATING, "started": JobStatus.RUNNING}.get(state)
-    if status is None or not advance_job(job, status, worker_name=worker_name or job.worker_name):
-        return False
-    event = "initiating" if status == JobStatus.INITIATING else "started"
-    publish_event(task, event, job=job, jobIndex=index, workerName=worker_name)
-    return True
+    steps = {"initiating": [JobStatus.INITIATING],
+             "started": [JobStatus.INITIATING, JobStatus.RUNNING]}.get(state, [])  # fmt: skip
+    moved = False
+    for status in steps:
+        if advance_job(job, status, worker_name=worker_name or job.worker_name):
+            event = "initiating" if status == JobStatus.INITIATING else "started"
+            publish_event(task, event, job=job, jobIndex=index, workerName=worker_name)
+            moved = True
+    return moved
 
 
 @transaction.atomic(durable=True)
