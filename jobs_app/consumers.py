@@ -29,8 +29,8 @@ from jobs_app.stream_access import (
     session_scope,
     task_scope,
 )
-from jobs_app.stream_registry import OpenStream, registry
-from jobs_app.streams import EventStream, StreamOverflow, StreamScope
+from jobs_app.stream_consumer import StreamConsumerMixin
+from jobs_app.streams import StreamScope
 from photobooth.errors import PhotoboothError
 from sessions_app.authentication import bearer_token_of
 
@@ -44,8 +44,8 @@ CLOSE_NO_SESSION = 4001
 CLOSE_FORBIDDEN = 4003
 
 
-class ProgressConsumer(AsyncJsonWebsocketConsumer):
-    stream: EventStream | None = None
+class ProgressConsumer(StreamConsumerMixin, AsyncJsonWebsocketConsumer):
+    transport = "ws"
     closing = False
 
     async def connect(self) -> None:
@@ -62,23 +62,11 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
             metrics.CONNECTIONS_REFUSED.labels("ws", exc.default_code).inc()
             await self.close(WS_CLOSE_CODES.get(exc.status_code, CLOSE_FORBIDDEN))
             return
-        stream = EventStream(
-            session=self.session,
-            scope=stream_scope,
-            layer=self.channel_layer,
-            channel_name=self.channel_name,
-            transport="ws",
-            emit=self.send_json,
-            heartbeat=self._heartbeat,
-            finish=self._finish,
-        )
-        open_stream = OpenStream("ws", stream_scope.kind, str(self.session.pk))
-        if not registry.register(stream.connection_id, open_stream):
-            metrics.CONNECTIONS_REFUSED.labels("ws", TooManyStreams.default_code).inc()
-            await stream.close()
+        try:
+            stream = self.new_stream(self.session, stream_scope, lifetime=None)
+        except TooManyStreams:
             await self.close(WS_CLOSE_CODES[429])
             return
-        self.stream = stream
         if not await stream.prepare(params.get("cursor") or None):
             await self._finish("task_finished")
             return
@@ -185,14 +173,8 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
         await self.stream.resume(cursor)
         await self.send_json({"type": "ack", "action": "resume", "cursor": cursor})
 
-    async def event_published(self, message: dict[str, Any]) -> None:
-        if self.stream is None or self.stream.finished:
-            return
-        try:
-            self.stream.offer(message)
-        except StreamOverflow:
-            metrics.SLOW_CONSUMER_CLOSES.labels("ws").inc()
-            await self._finish("overflow")
+    async def _emit(self, payload: dict[str, Any]) -> None:
+        await self.send_json(payload)
 
     async def _heartbeat(self) -> None:
         await self.send_json({"type": "heartbeat"})
@@ -201,16 +183,14 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
         code = {"task_finished": CLOSE_NORMAL, "overflow": CLOSE_TOO_SLOW}.get(
             reason, CLOSE_GOING_AWAY
         )
-        await self._release()
         if not self.closing:
             self.closing = True
             await self.close(code)
 
-    async def _release(self) -> None:
-        if self.stream is not None:
-            stream, self.stream = self.stream, None
-            registry.unregister(stream.connection_id)
-            await stream.close()
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        # Leave groups and free the session's stream slot now, not when the client answers.
+        await self.release_stream()
+        await super().close(code, reason)
 
     async def disconnect(self, code: int) -> None:
-        await self._release()
+        await self.release_stream()

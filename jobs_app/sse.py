@@ -29,8 +29,8 @@ from jobs_app.stream_access import (
     session_scope,
     task_scope,
 )
-from jobs_app.stream_registry import OpenStream, registry
-from jobs_app.streams import EventStream, StreamOverflow, StreamScope
+from jobs_app.stream_consumer import StreamConsumerMixin
+from jobs_app.streams import StreamScope
 from photobooth.errors import PhotoboothError, error_body
 
 logger = logging.getLogger(__name__)
@@ -52,10 +52,10 @@ def sse_frame(payload: dict[str, Any], *, named: bool) -> bytes:
     return ("\n".join(lines) + "\n\n").encode()
 
 
-class EventStreamConsumer(AsyncHttpConsumer):
+class EventStreamConsumer(StreamConsumerMixin, AsyncHttpConsumer):
     """One SSE stream; the URL route says which scope (see jobs_app/routing.py)."""
 
-    stream: EventStream | None = None
+    transport = "sse"
     named_events = False
 
     async def http_request(self, message: dict[str, Any]) -> None:
@@ -82,28 +82,14 @@ class EventStreamConsumer(AsyncHttpConsumer):
             metrics.CONNECTIONS_REFUSED.labels("sse", exc.default_code).inc()
             await self._refuse(exc.status_code, exc.default_code, str(exc.detail))
             return
-        stream = EventStream(
-            session=self.session,
-            scope=stream_scope,
-            layer=self.channel_layer,
-            channel_name=self.channel_name,
-            transport="sse",
-            emit=self._emit,
-            heartbeat=self._heartbeat,
-            finish=self._finish,
-            lifetime_seconds=settings.STREAM_MAX_SECONDS,
-        )
-        open_stream = OpenStream("sse", stream_scope.kind, str(self.session.pk))
-        if not registry.register(stream.connection_id, open_stream):
-            await stream.close()
-            error = TooManyStreams()
-            metrics.CONNECTIONS_REFUSED.labels("sse", error.default_code).inc()
-            await self._refuse(429, error.default_code, str(error.detail), {"Retry-After": "5"})
+        try:
+            stream = self.new_stream(self.session, stream_scope, settings.STREAM_MAX_SECONDS)
+        except TooManyStreams as exc:
+            await self._refuse(429, exc.default_code, str(exc.detail), {"Retry-After": "5"})
             return
-        self.stream = stream
         if not await stream.prepare(self._cursor(params)):
             # A finished task read past its last event: nothing more will ever come.
-            await self._release()
+            await self.release_stream()
             await self.send_response(204, b"")
             return
         await self.send_headers(status=200, headers=SSE_HEADERS)
@@ -144,7 +130,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
     async def _finish(self, reason: str) -> None:
         """End the response; the client reconnects and resumes from its last id."""
         stream_was_open = self.stream is not None
-        await self._release()
+        await self.release_stream()
         if stream_was_open:
             await self.send_body(b"", more_body=False)
         # Leave the consumer loop from its own dispatch (StopConsumer cannot cross tasks).
@@ -153,23 +139,8 @@ class EventStreamConsumer(AsyncHttpConsumer):
     async def stream_stop(self, message: dict[str, Any]) -> None:
         raise StopConsumer()
 
-    async def event_published(self, message: dict[str, Any]) -> None:
-        if self.stream is None or self.stream.finished:
-            return
-        try:
-            self.stream.offer(message)
-        except StreamOverflow:
-            metrics.SLOW_CONSUMER_CLOSES.labels("sse").inc()
-            await self._finish("overflow")
-
-    async def _release(self) -> None:
-        if self.stream is not None:
-            stream, self.stream = self.stream, None
-            registry.unregister(stream.connection_id)
-            await stream.close()
-
     async def disconnect(self) -> None:
-        await self._release()
+        await self.release_stream()
 
 
 class ClientStreamConsumer(EventStreamConsumer):
