@@ -285,13 +285,7 @@ def advance_task(task: Task, status: TaskStatus, **fields: Any) -> bool:
         fields.setdefault("finished_at", now)
         fields.setdefault("queue_position", None)
         fields.setdefault("eta_seconds", None)
-    moved = Task.objects.filter(pk=task.pk, status=task.status).update(status=status, **fields)
-    if moved != 1:
-        return False
-    task.status = status
-    for name, value in fields.items():
-        setattr(task, name, value)
-    return True
+    return _conditional_update(task, status, fields)
 
 
 def advance_job(job: Job, status: JobStatus, **fields: Any) -> bool:
@@ -305,12 +299,17 @@ def advance_job(job: Job, status: JobStatus, **fields: Any) -> bool:
         fields.setdefault("finished_at", now)
     if status == JobStatus.COMPLETED:
         fields.setdefault("progress", 1.0)
-    moved = Job.objects.filter(pk=job.pk, status=job.status).update(status=status, **fields)
-    if moved != 1:
+    return _conditional_update(job, status, fields)
+
+
+def _conditional_update(row: Task | Job, status: str, fields: dict[str, Any]) -> bool:
+    """UPDATE the row only if its status is still the one we read; mirror it on the object."""
+    query = type(row).objects.filter(pk=row.pk, status=row.status)
+    if query.update(status=status, **fields) != 1:
         return False
-    job.status = status
+    row.status = status
     for name, value in fields.items():
-        setattr(job, name, value)
+        setattr(row, name, value)
     return True
 
 
