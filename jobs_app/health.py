@@ -28,8 +28,10 @@ def _unavailable(code: str, message: str, **fields) -> JsonResponse:
 
 
 async def health_view(request: HttpRequest) -> JsonResponse:
-    """Answer as long as the process serves requests."""
-    return _ok(service="photobooth")
+    """Answer as long as the process serves requests (with its background work's state)."""
+    from jobs_app.worker import background
+
+    return _ok(service="photobooth", **background.status())
 
 
 @sync_to_async

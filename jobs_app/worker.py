@@ -15,6 +15,7 @@ from django.conf import settings
 from jobs_app import upstream
 from jobs_app.applier import UpstreamApplier
 from jobs_app.dispatcher import TaskQueue
+from jobs_app.maintenance import run_maintenance
 from jobs_app.upstream.socket import UpstreamSocket
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class BackgroundWork:
         self.tasks = [
             loop.create_task(self.queue.run(), name="photobooth-task-queue"),
             loop.create_task(self.socket.run(), name="photobooth-upstream-socket"),
+            loop.create_task(run_maintenance(), name="photobooth-housekeeping"),
         ]
         logger.info("background_work_started app_id=%s", client.app_id)
 
@@ -65,6 +67,16 @@ class BackgroundWork:
             task.cancel()
         self.tasks = []
         self.loop = None
+
+    def status(self) -> dict[str, str]:
+        """Return what /health reports about this process's background work."""
+        if self.loop is None:
+            return {"taskQueue": "not started", "upstreamSocket": "not started"}
+        socket = self.socket
+        return {
+            "taskQueue": "running" if any(not t.done() for t in self.tasks) else "stopped",
+            "upstreamSocket": "connected" if socket and socket.connected.is_set() else "down",
+        }
 
     def wake_queue(self) -> None:
         """Tell the queue there is new work (thread-safe; a no-op when not running here)."""

@@ -63,3 +63,20 @@ def test_the_command_reports_what_it_deleted(owner, uploaded, settings, capsys):
     age_events(30)
     call_command("prune_events")
     assert "Deleted 2 event(s)" in capsys.readouterr().out
+
+
+def test_housekeeping_prunes_events_and_week_old_webhook_deliveries(owner, uploaded, settings):
+    from jobs_app.maintenance import housekeep
+    from jobs_app.models import WebhookDelivery
+
+    settings.EVENT_RETENTION_MAX = 0
+    make_events(owner, uploaded, 2)
+    age_events(30)
+    old = WebhookDelivery.objects.create(webhook_id="old", verdict="verified", outcome="applied")
+    recent = WebhookDelivery.objects.create(webhook_id="new", verdict="verified", outcome="applied")
+    WebhookDelivery.objects.filter(pk=old.pk).update(received_at=timezone.now() - timedelta(days=8))
+    WebhookDelivery.objects.filter(pk=recent.pk).update(
+        received_at=timezone.now() - timedelta(days=4)  # deduplication lasts at least 3 days
+    )
+    assert housekeep() == (2, 1)
+    assert list(WebhookDelivery.objects.values_list("webhook_id", flat=True)) == ["new"]
