@@ -6,6 +6,7 @@ from __future__ import annotations
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
@@ -101,13 +102,13 @@ class TasksView(APIView):
     )
     def post(self, request: Request) -> Response:
         session = booth_session_of(request)
+        key = request.headers.get("Idempotency-Key") or None
+        if key is not None and (len(key) > 255 or not key.isprintable()):
+            raise ValidationError({"Idempotency-Key": "At most 255 printable characters."})
         serializer = TaskCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         outcome = check_create_task(
-            session,
-            serializer.to_task_request(),
-            idempotency_key=request.headers.get("Idempotency-Key") or None,
-            body=request.data,
+            session, serializer.to_task_request(), idempotency_key=key, body=request.data
         )
         task = Task.objects.prefetch_related("jobs").select_related("client_app", "session")
         body = task_to_dict(task.get(pk=outcome.task.pk))

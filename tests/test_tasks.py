@@ -183,6 +183,13 @@ class TestIdempotency:
             stranger.create_task(body_theirs, headers={"Idempotency-Key": "k"}).status_code == 202
         )
 
+    def test_an_overlong_key_is_refused(self, owner, uploaded):
+        body = generation_body(uploaded["uploadId"])
+        response = owner.create_task(body, headers={"Idempotency-Key": "k" * 256})
+        assert response.status_code == 400
+        assert "Idempotency-Key" in response.json()["error"]["details"]["fields"]
+        assert Task.objects.count() == 0
+
     def test_a_key_older_than_a_day_starts_a_new_task(self, owner, uploaded):
         body = generation_body(uploaded["uploadId"])
         first = owner.create_task(body, headers={"Idempotency-Key": "k-1"}).json()
