@@ -8,6 +8,7 @@ completion; whichever comes second finds nothing to move and changes nothing.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -21,6 +22,8 @@ from jobs_app.upstream.errors import UpstreamError
 
 logger = logging.getLogger(__name__)
 
+PROGRESS_INTERVAL_SECONDS = progress.PROGRESS_MIN_INTERVAL.total_seconds()
+
 # Django's own bridge: it is also used inside requests (webhooks), where Channels'
 # database_sync_to_async would close the request's connection. The task queue closes stale
 # connections itself (TaskQueue.tick).
@@ -33,6 +36,17 @@ class UpstreamApplier:
     def __init__(self, client: UpstreamClient):
         self.client = client
         self._task_ids: dict[str, str] = {}  # upstream id -> our task id
+        self._progress_sent: dict[tuple[str, int], float] = {}  # (task, job) -> monotonic time
+
+    def _progress_due(self, task_id: str, index: int) -> bool:
+        """Return whether a progress report may produce an event (250 ms per job, contract 7)."""
+        now = time.monotonic()
+        if now - self._progress_sent.get((task_id, index), -1.0) < PROGRESS_INTERVAL_SECONDS:
+            return False
+        self._progress_sent[(task_id, index)] = now
+        if len(self._progress_sent) > 10_000:
+            self._progress_sent.clear()  # bounded: forgetting only costs a transaction
+        return True
 
     async def task_id_for(self, upstream_id: str | None) -> str | None:
         if not upstream_id:
@@ -59,6 +73,8 @@ class UpstreamApplier:
                     task_id, index, message.get("state", ""), message.get("workerName") or ""
                 )
             elif kind == "jobProgress" and isinstance(index, int):
+                if not self._progress_due(task_id, index):
+                    return  # would be throttled anyway: spare the transaction
                 await _db(progress.do_apply_job_progress)(
                     task_id, index, int(message["step"]), int(message["stepCount"]),
                     message.get("etaSeconds"),
