@@ -109,12 +109,12 @@ class EventStream:
         return self._start is not None
 
     async def start(self) -> None:
-        """Send `reset` (for an unknown cursor) and `connected`, replay, then go live."""
+        """Send `connected` (then `reset` for an unknown cursor), replay, then go live."""
+        await self._emit(self._connected_event(self._start))
         if self._reset:
             metrics.RESETS.labels(self.transport).inc()
             await self._emit(reset_event(self.session, format_cursor(self.session, self._head),
                                          self.scope.client_app_id))  # fmt: skip
-        await self._emit(self._connected_event(self._start))
         self.delivered = self._start
         metrics.REPLAYS.labels(self.transport).inc()
         async with self.lock:

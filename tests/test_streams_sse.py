@@ -79,10 +79,9 @@ class TestResume:
 
     async def test_an_unknown_cursor_gets_a_reset_with_an_id(self, owner):
         client = await opened("/progress/session?lastEventId=zzz-9", owner)
-        reset = await client.event()
-        assert reset["type"] == "reset"
-        assert reset["_sse"]["id"] == reset["cursor"]
-        assert (await client.event())["type"] == "connected"
+        connected, reset = await client.event(), await client.event()
+        assert (connected["type"], reset["type"]) == ("connected", "reset")
+        assert reset["_sse"]["id"] == reset["cursor"] == connected["id"]
         await client.close()
 
 

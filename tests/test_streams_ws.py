@@ -211,11 +211,11 @@ class TestResume:
         await socket.disconnect()
 
     @pytest.mark.parametrize("cursor", ["nonsense", "abcdef01-3"])
-    async def test_an_unknown_cursor_gets_reset_first(self, owner, cursor):
+    async def test_an_unknown_cursor_gets_a_reset_right_after_connected(self, owner, cursor):
         task = await create_task(owner, "a")
         await publish(task)
         socket = await connect(f"/ws/progress/?clientAppId=a&cursor={cursor}", owner)
-        reset, connected = await receive(socket, 2)
+        connected, reset = await receive(socket, 2)
         assert reset["type"] == "reset"
         assert reset["cursor"] == reset["id"] == connected["id"]
         assert reset["clientAppId"] == "a"
@@ -226,7 +226,8 @@ class TestResume:
         theirs = await create_task(stranger, "theirs")
         [their_cursor] = await publish(theirs)
         socket = await connect(f"/ws/progress/?clientAppId=a&cursor={their_cursor}", owner)
-        assert (await socket.receive_json_from())["type"] == "reset"
+        types = [m["type"] for m in await receive(socket, 2)]
+        assert types == ["connected", "reset"]
         await socket.disconnect()
 
 
