@@ -126,6 +126,7 @@ INSTALLED_APPS = [
     "sessions_app",
     "jobs_app",
     "mockup_api",
+    "pages",
 ]
 
 MIDDLEWARE = [

@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("sessions_app.urls")),
     path("", include("jobs_app.urls")),
+    path("", include("pages.urls")),
 ]
 
 if settings.MOCKUP_API_URL is None:
