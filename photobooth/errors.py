@@ -113,22 +113,35 @@ def error_response(exc: exceptions.APIException) -> JsonResponse:
     return response
 
 
+# Machine endpoints always answer JSON; other paths are pages when a browser asks for HTML.
+_MACHINE_PREFIXES = ("/api/", "/progress/", "/ws/", "/webhooks/", "/media/", "/mockup-api/",
+                     "/static/", "/health", "/db-health", "/ws-health", "/metrics")  # fmt: skip
+
+
 def _wants_html(request: HttpRequest) -> bool:
-    return request.path.startswith("/admin/")
+    if request.path.startswith("/admin/"):
+        return True
+    if request.path.startswith(_MACHINE_PREFIXES):
+        return False
+    return "text/html" in request.headers.get("Accept", "")
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None):
-    """Answer unknown URLs in the contract's format (the admin keeps its HTML page)."""
-    if _wants_html(request):
+    """Answer unknown URLs: JSON in the contract's format, or a page for a browser."""
+    if request.path.startswith("/admin/"):
         from django.views.defaults import page_not_found
 
         return page_not_found(request, exception)
+    if _wants_html(request):
+        from django.shortcuts import render
+
+        return render(request, "pages/not_found.html", {"what": "page"}, status=404)
     return JsonResponse(error_body("not_found", "No such endpoint or object."), status=404)
 
 
 def handler403(request: HttpRequest, exception: Exception | None = None):
     """Answer a refused request in the contract's format (the admin keeps its HTML page)."""
-    if _wants_html(request):
+    if request.path.startswith("/admin/"):
         from django.views.defaults import permission_denied
 
         return permission_denied(request, exception)

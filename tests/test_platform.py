@@ -25,6 +25,15 @@ def test_an_unknown_url_gets_a_json_404():
     }
 
 
+def test_a_browser_asking_for_an_unknown_page_gets_an_html_404():
+    response = Client().get("/no-such-page/", headers={"Accept": "text/html,*/*"})
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+    assert "We can" in response.content.decode()
+    api = Client().get("/api/no-such-thing", headers={"Accept": "text/html,*/*"})
+    assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
+
+
 def test_a_wrong_method_gets_a_json_405_with_allow(owner):
     response = owner.client.put("/api/tasks", headers={"Authorization": f"Bearer {owner.token}"})
     assert response.status_code == 405
