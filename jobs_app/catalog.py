@@ -28,6 +28,7 @@ class VariantDict(TypedDict):
     name: str
     color: str
     size: str
+    colorCode: str | None
 
 
 class ProductDict(TypedDict):
@@ -45,7 +46,13 @@ def to_product(upstream: dict[str, Any]) -> ProductDict:
         "name": upstream["name"],
         "type": upstream["type"],
         "variants": [
-            {"id": v["id"], "name": v["name"], "color": v["color"], "size": v["size"]}
+            {
+                "id": v["id"],
+                "name": v["name"],
+                "color": v["color"],
+                "size": v["size"],
+                "colorCode": v.get("color_code"),
+            }
             for v in upstream["variants"]
         ],
         "placements": [p["placement"] for p in upstream["placements"]],

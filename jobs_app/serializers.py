@@ -40,7 +40,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
             "size": job.result_size,
         }
     error = {"code": job.error_code, "message": job.error_message} if job.error_code else None
-    return {
+    body = {
         "jobId": str(job.pk),
         "index": job.index,
         "status": job.status,
@@ -48,6 +48,9 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "result": result,
         "error": error,
     }
+    if job.variant_id:  # mockup jobs: which product variant and placement the image shows
+        body.update(variantId=int(job.variant_id), placement=job.placement)
+    return body
 
 
 def task_to_dict(task: Task) -> dict[str, Any]:
@@ -70,6 +73,12 @@ def task_to_dict(task: Task) -> dict[str, Any]:
             {"code": task.error_code, "message": task.error_message} if task.error_code else None
         ),
         "cancelReason": task.cancel_reason or None,
+        # What the task was asked to do (beyond the contract: pages show it).
+        "input": {
+            **task.params,
+            "uploadId": str(task.upload_id) if task.upload_id else None,
+            "sourceJobId": str(task.source_job_id) if task.source_job_id else None,
+        },
         "links": {"self": path, "events": f"/progress/{task.pk}", "cancel": f"{path}/cancel"},
     }
 

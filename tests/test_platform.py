@@ -119,7 +119,9 @@ def test_styles_and_products_are_public_and_well_formed():
     for product in products:
         assert set(product) == {"id", "name", "type", "variants", "placements"}
         assert product["placements"] and product["variants"]
-        assert all(set(v) == {"id", "name", "color", "size"} for v in product["variants"])
+        for variant in product["variants"]:
+            assert {"id", "name", "color", "size"} <= set(variant)
+            assert variant["colorCode"].startswith("#")
 
 
 def test_the_migrations_match_the_models():

@@ -28,6 +28,13 @@ class TestCreate:
         assert task["queuePosition"] == 1 and task["etaSeconds"] > 0
         assert task["upstreamId"] is None and task["startedAt"] is None
         assert task["createdAt"].endswith("Z")
+        assert task["input"] == {
+            "style": "pop-art",
+            "numberImages": 16,
+            "seed": None,
+            "uploadId": uploaded["uploadId"],
+            "sourceJobId": None,
+        }
         assert task["links"] == {
             "self": f"/api/tasks/{task['taskId']}",
             "events": f"/progress/{task['taskId']}",
