@@ -44,6 +44,8 @@ MAX_CONCURRENT_SUBMISSIONS = 8
 RECONCILE_EVERY_SECONDS = 30
 POSITIONS_EVERY_SECONDS = 1.0
 CATALOG_REFRESH_SECONDS = CACHE_SECONDS
+# After a failed catalog read: sooner, since /api/products and mockups wait for it.
+CATALOG_RETRY_SECONDS = 15
 
 
 def retry_delay(attempt: int) -> float:
@@ -63,13 +65,18 @@ class TaskQueue:
         self.stopping = False
         self._last_reconcile = 0.0
         self._last_positions = 0.0
-        self._last_catalog = asyncio.get_running_loop().time()
+        self._next_catalog = 0.0  # loop time of the next catalog read
 
     async def run(self) -> None:
         """Work until cancelled."""
-        await _db(recover_claims)()
-        await refresh_products(self.client)
-        await self.reconcile()
+        try:
+            await _db(recover_claims)()
+            await self.refresh_catalog()
+            await self.reconcile()
+        except Exception:
+            # The loop below reads the catalog and reconciles again: a bad answer or a database
+            # hiccup at start-up must not leave the process without a queue.
+            logger.exception("task_queue_start_failed")
         while not self.stopping:
             try:
                 await self.tick()
@@ -105,10 +112,15 @@ class TaskQueue:
             await _db(refresh_queue_positions)()
         if loop.time() - self._last_reconcile > RECONCILE_EVERY_SECONDS:
             await self.reconcile()
-        if loop.time() - self._last_catalog > CATALOG_REFRESH_SECONDS:
-            self._last_catalog = loop.time()
-            await refresh_products(self.client)
+        if loop.time() >= self._next_catalog:
+            await self.refresh_catalog()
         await self._sleep(POLL_SECONDS)
+
+    async def refresh_catalog(self) -> None:
+        """Read the product catalog into the cache; after a failure, try again soon."""
+        ok = await refresh_products(self.client)
+        pause = CATALOG_REFRESH_SECONDS if ok else CATALOG_RETRY_SECONDS
+        self._next_catalog = asyncio.get_running_loop().time() + pause
 
     def _submission_done(self, job: asyncio.Task) -> None:
         self.in_flight.discard(job)
@@ -221,6 +233,12 @@ class TaskQueue:
             for task in batch:
                 if task.upstream_id in by_id:
                     await self.applier.apply_mockup(str(task.pk), by_id[task.upstream_id])
+                else:
+                    # The list leaves unknown ids out (the 404 of a generation): no webhook
+                    # will ever come for it, so waiting would only end at the deadline.
+                    await _db(progress.do_fail_task)(task.pk, "upstream_lost",
+                                                     "The upstream no longer knows this task.",
+                                                     "render")  # fmt: skip
 
 
 # --- database steps (sync; run through sync_to_async) ----------------------------------------

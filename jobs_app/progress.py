@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 from uuid import UUID
 
 from django.db import transaction
@@ -45,6 +44,20 @@ def _locked(task_id: UUID | str) -> Task:
 
 def _job(task: Task, index: int) -> Job | None:
     return Job.objects.filter(task=task, index=index).first()
+
+
+def _catch_up_start(task: Task, job: Job) -> None:
+    """Emit the `initiating` and `started` a generation job missed before a later report.
+
+    Progress, a preview or a result means the job began rendering; when the socket lost those
+    state messages (a reconnection, or messages that came before the submission was recorded),
+    the contract's per-job order still needs both events first. Mockup jobs may skip them.
+    """
+    if task.kind == TaskKind.MOCKUP:
+        return
+    for status, event in ((JobStatus.INITIATING, "initiating"), (JobStatus.RUNNING, "started")):
+        if advance_job(job, status):
+            publish_event(task, event, job=job, jobIndex=job.index, workerName=job.worker_name)
 
 
 @transaction.atomic(durable=True)
@@ -125,18 +138,21 @@ def do_apply_job_progress(
     job = _job(task, index)
     if task.is_finished or job is None or job.status in JOB_TERMINAL or step_count <= 0:
         return False
+    _catch_up_start(task, job)
     progress = min(1.0, max(job.progress, step / step_count))
-    now = timezone.now()
-    fields: dict[str, Any] = {"progress": progress}
-    due = job.last_progress_at is None or now - job.last_progress_at >= PROGRESS_MIN_INTERVAL
-    if due:
-        fields["last_progress_at"] = now
-    Job.objects.filter(pk=job.pk).update(**fields)
+    due = (
+        job.last_progress_at is None
+        or timezone.now() - job.last_progress_at >= PROGRESS_MIN_INTERVAL
+    )
+    Job.objects.filter(pk=job.pk).update(progress=progress)
     if not due:
         return False
-    publish_event(task, "progress", job=job, jobIndex=index, progress=round(progress, 4),
-                  step=step, stepCount=step_count,
-                  etaSeconds=None if eta_seconds is None else round(eta_seconds, 1))  # fmt: skip
+    eta = None if eta_seconds is None else round(eta_seconds, 1)
+    event = publish_event(task, "progress", job=job, jobIndex=index, progress=round(progress, 4),
+                          step=step, stepCount=step_count, etaSeconds=eta)  # fmt: skip
+    # Measure the interval between the events' own timestamps, which is what clients see; a
+    # clock read before publish_event (it waits for the session's log lock) runs ahead of them.
+    Job.objects.filter(pk=job.pk).update(last_progress_at=event.created_at)
     return True
 
 
@@ -147,6 +163,7 @@ def do_apply_job_preview(task_id: UUID | str, index: int, preview: StoredResult)
     job = _job(task, index)
     if task.is_finished or job is None or job.status in JOB_TERMINAL:
         return False
+    _catch_up_start(task, job)
     publish_event(task, "preview", job=job, jobIndex=index, previewUrl=preview.url)
     return True
 
@@ -156,8 +173,9 @@ def do_complete_job(task_id: UUID | str, index: int, result: StoredResult) -> bo
     """Record a job's result; complete the task once every job has its final event."""
     task = _locked(task_id)
     job = _job(task, index)
-    if task.is_finished or job is None:
+    if task.is_finished or job is None or job.status in JOB_TERMINAL:
         return False
+    _catch_up_start(task, job)
     moved = advance_job(
         job,
         JobStatus.COMPLETED,
@@ -240,7 +258,6 @@ def unfinished_job_indexes(task_id: UUID | str) -> set[int]:
 def task_for_upstream(upstream_id: str) -> Task | None:
     """Return our task for an upstream task id (None for one we never submitted)."""
     return Task.objects.filter(upstream_id=upstream_id).first()
-
 
 
 @transaction.atomic(durable=True)

@@ -83,7 +83,7 @@ class UpstreamClient:
         self, method: str, path: str, *, json: Any = None, params: dict | None = None
     ) -> Any:
         """Call the API and return its JSON; raise UpstreamError classified for retrying."""
-        if self.breaker.is_open:
+        if not self.breaker.allow():
             raise CircuitOpen(self.breaker.retry_in())
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + MAX_RATE_LIMIT_WAIT_SECONDS
@@ -120,7 +120,16 @@ class UpstreamClient:
                 permanent=True,
                 status=response.status_code,
             )
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            # E.g. a proxy's HTML page: an UpstreamError like any other failure, so that
+            # callers retry it instead of crashing on it (the task queue at start-up did).
+            raise UpstreamError(
+                f"{method} {path}: {response.status_code} answer is not JSON",
+                permanent=False,
+                status=response.status_code,
+            ) from None
 
     async def catalog(self) -> list[dict[str, Any]]:
         return (await self.request("GET", "/v2/catalog-products"))["data"]

@@ -81,6 +81,17 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return self.opened_at is not None and self.clock() - self.opened_at < self.cooldown
 
+    def allow(self) -> bool:
+        """Return whether a call may go out now: always when closed, one trial per cooldown."""
+        if self.opened_at is None:
+            return True
+        if self.is_open:
+            return False
+        # Half-open: this call is the trial. Re-arm the cooldown so the calls racing it wait;
+        # its success closes the breaker, its failure keeps it open.
+        self.opened_at = self.clock()
+        return True
+
     def retry_in(self) -> float:
         if self.opened_at is None:
             return 0.0

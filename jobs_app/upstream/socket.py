@@ -56,14 +56,15 @@ class UpstreamSocket:
         self.on_connected = on_connected
         self.connected = asyncio.Event()
         self.connections_made = 0
+        # Failed attempts since the last successful authentication: the backoff grows with
+        # them and starts over once a connection worked, however it ended.
+        self.failures = 0
 
     async def run(self) -> None:
         """Stay connected until cancelled."""
-        failures = 0
         while True:
             try:
                 await self._session()
-                failures = 0
             except asyncio.CancelledError:
                 raise
             except ConnectionClosed as closed:
@@ -71,24 +72,33 @@ class UpstreamSocket:
                 if code == CLOSE_REPLACED:
                     logger.warning("upstream_socket_replaced app_id=%s", self.client.app_id)
                     self.client.renew_app_id()
-                failures += 1
+                else:
+                    logger.warning("upstream_socket_lost app_id=%s code=%s",
+                                   self.client.app_id, code)  # fmt: skip
+                self.failures += 1
             except AuthFailed as exc:
                 logger.warning("upstream_socket_auth_failed code=%s", exc.code)
-                failures += 1
+                self.failures += 1
             except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
                 logger.warning("upstream_socket_unreachable error=%r", exc)
-                failures += 1
+                self.failures += 1
+            except Exception:
+                # Anything else (a malformed challenge, a database error while applying a
+                # message): this task is the process's only socket, so it must not die.
+                logger.exception("upstream_socket_failed app_id=%s", self.client.app_id)
+                self.failures += 1
             finally:
                 self.connected.clear()
             # Full jitter: many processes reconnecting at once must not stampede.
-            cap = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(failures, 10))
-            await asyncio.sleep(random.uniform(0, cap) if failures else 0.05)
+            cap = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(self.failures, 10))
+            await asyncio.sleep(random.uniform(0, cap) if self.failures else 0.05)
 
     async def _session(self) -> None:
         async with websockets.connect(
             self.client.socket_url, open_timeout=10, ping_interval=20, max_size=2**20
         ) as socket:
             await self._authenticate(socket)
+            self.failures = 0
             self.connections_made += 1
             self.connected.set()
             logger.info("upstream_socket_connected app_id=%s", self.client.app_id)
