@@ -214,6 +214,7 @@ def do_create_task(
     task.eta_seconds = eta_seconds(task, task.queue_position)
     task.save(update_fields=["queue_position", "eta_seconds"])
     publish_event(task, "queued", queuePosition=task.queue_position, etaSeconds=task.eta_seconds)
+    transaction.on_commit(_wake_queue)  # dispatch now, not at the queue's next poll
     logger.info("task_created task=%s kind=%s jobs=%s", task.pk, task.kind, len(variants))
     return task
 

@@ -25,7 +25,9 @@ logger = logging.getLogger(__name__)
 
 CLOSE_REPLACED = 4015
 REPLACED_REASON = "Switching to new connection from app-id"
-CLOSE_DROPPED = 1011  # the fault knob: an abrupt server-side failure
+# The fault knob: an abrupt server-side failure. Not 1011: daphne only sends 1000 and
+# 3000-4999, and silently keeps the socket open for anything else.
+CLOSE_DROPPED = 4011
 
 
 class Socket(Protocol):

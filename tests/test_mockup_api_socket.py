@@ -122,13 +122,13 @@ class TestOneConnectionPerApp:
 
 
 class TestSocketDrops:
-    async def test_drop_rate_one_closes_the_socket_with_1011_instead_of_sending(
+    async def test_drop_rate_one_closes_the_socket_with_4011_instead_of_sending(
         self, mockup_api, settings
     ):
         socket = await mockup_api.socket("booth")
         settings.MOCKUP_API_SOCKET_DROP_RATE = 1.0
         await socket.send({"type": "ping"})
-        assert await socket.receive() == {"close": 1011, "reason": None}
+        assert await socket.receive() == {"close": 4011, "reason": None}
         assert registry.connection_count("booth") == 0
 
     async def test_messages_after_a_drop_are_dropped_until_a_new_connection(
@@ -137,7 +137,7 @@ class TestSocketDrops:
         socket = await mockup_api.socket("booth")
         settings.MOCKUP_API_SOCKET_DROP_RATE = 1.0
         task = await mockup_api.create_generation(image_server.url("/photo.jpg"), number_images=1)
-        assert (await socket.receive())["close"] == 1011
+        assert (await socket.receive())["close"] == 4011
         settings.MOCKUP_API_SOCKET_DROP_RATE = 0.0
         await socket.communicator.disconnect()
         await mockup_api.socket("booth")
