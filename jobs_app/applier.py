@@ -55,6 +55,8 @@ class UpstreamApplier:
             task = await _db(progress.task_for_upstream)(upstream_id)
             if task is None:
                 return None
+            if len(self._task_ids) > 10_000:
+                self._task_ids.clear()  # bounded: forgetting only costs a query
             self._task_ids[upstream_id] = str(task.pk)
         return self._task_ids[upstream_id]
 
@@ -155,6 +157,12 @@ class UpstreamApplier:
                     task_id, index, error.get("code") or "render_failed",
                     error.get("message") or "The image could not be rendered.",
                 )  # fmt: skip
+            elif status == "cancelled":
+                # Cancelled upstream, not by us (ours finish the task first, so this changes
+                # nothing then): the job will never come, so it ends now, not at the deadline.
+                await _db(progress.do_fail_job)(
+                    task_id, index, "upstream_cancelled", "The upstream cancelled this image."
+                )
         if data.get("status") in ("completed", "failed", "cancelled"):
             await _db(progress.do_note_upstream_finished)(task_id)
 

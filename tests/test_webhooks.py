@@ -227,3 +227,12 @@ def test_the_admin_reapplies_a_stored_delivery(admin_client, submitted):
     delivery.refresh_from_db()
     assert delivery.outcome == "applied"
     assert Job.objects.get(task_id=submitted["taskId"], index=0).status == "failed"
+
+
+def test_jobs_cancelled_upstream_by_someone_else_end_the_task(client, submitted):
+    jobs = [{"id": f"j{n}", "index": n, "status": "cancelled"} for n in range(2)]
+    raw, headers = signed(generation_finished("up_1", jobs, status="cancelled"))
+    assert post(client, raw, headers).status_code == 204
+    task = Task.objects.get(pk=submitted["taskId"])
+    assert task.status == "failed"
+    assert task.error_code == "upstream_cancelled"
