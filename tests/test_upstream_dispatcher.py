@@ -102,3 +102,23 @@ async def test_a_failed_catalog_read_is_tried_again_soon_and_a_good_one_much_lat
     client.up = True
     await queue.refresh_catalog()
     assert queue._next_catalog - loop.time() == pytest.approx(CATALOG_REFRESH_SECONDS, abs=1)
+
+
+@pytest.mark.django_db
+def test_tasks_behind_one_that_leaves_the_queue_are_told_their_new_places(owner, uploaded):
+    from jobs_app.dispatcher import refresh_queue_positions
+    from jobs_app.models import Event, Task
+
+    ids = [
+        owner.create_task(generation_body(uploaded["uploadId"], f"c{n}")).json()["taskId"]
+        for n in range(3)
+    ]
+    assert [Task.objects.get(pk=i).queue_position for i in ids] == [1, 2, 3]
+    owner.post(f"/api/tasks/{ids[0]}/cancel")
+    refresh_queue_positions()
+    for task_id, place in ((ids[1], 1), (ids[2], 2)):
+        last = Event.objects.filter(task_id=task_id).order_by("-seq").first()
+        assert (last.type, last.data["queuePosition"]) == ("queued", place)
+        assert last.data["etaSeconds"] == 20 * place
+    refresh_queue_positions()  # nothing moved: nothing more to say
+    assert Event.objects.filter(task_id=ids[2], type="queued").count() == 2
