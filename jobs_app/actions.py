@@ -40,6 +40,7 @@ from jobs_app.states import (
     job_can_move,
     task_can_move,
 )
+from photobooth.db import durable_transaction
 from sessions_app.actions import do_claim_client_app
 from sessions_app.models import BoothSession
 
@@ -170,7 +171,7 @@ def _idempotent_match(session: BoothSession, key: str, digest: str) -> Task | No
     return earlier
 
 
-@transaction.atomic(durable=True)
+@durable_transaction
 def do_create_task(
     session: BoothSession,
     request: TaskRequest,
@@ -227,7 +228,7 @@ def check_cancel_task(
     return do_cancel_task(task, reason)
 
 
-@transaction.atomic(durable=True)
+@durable_transaction
 def do_cancel_task(task: Task, reason: CancelReason = CancelReason.USER) -> CancelOutcome:
     """Cancel a task in any unfinished state (idempotent) and emit `cancelled`."""
     task = Task.objects.select_for_update().select_related("client_app").get(pk=task.pk)

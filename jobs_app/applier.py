@@ -7,6 +7,7 @@ completion; whichever comes second finds nothing to move and changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -23,6 +24,9 @@ from jobs_app.upstream.errors import UpstreamError
 logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_SECONDS = progress.PROGRESS_MIN_INTERVAL.total_seconds()
+LANE_IDLE_SECONDS = 30
+UNKNOWN_TASK_RETRIES = 10
+UNKNOWN_TASK_PAUSE_SECONDS = 0.2
 
 # Django's own bridge: it is also used inside requests (webhooks), where Channels'
 # database_sync_to_async would close the request's connection. The task queue closes stale
@@ -37,6 +41,8 @@ class UpstreamApplier:
         self.client = client
         self._task_ids: dict[str, str] = {}  # upstream id -> our task id
         self._progress_sent: dict[tuple[str, int], float] = {}  # (task, job) -> monotonic time
+        self._lanes: dict[str, asyncio.Queue] = {}  # upstream task id -> its pending messages
+        self._lane_workers: set[asyncio.Task] = set()
 
     def _progress_due(self, task_id: str, index: int) -> bool:
         """Return whether a progress report may produce an event (250 ms per job, contract 7)."""
@@ -63,9 +69,46 @@ class UpstreamApplier:
     # --- the event socket ------------------------------------------------------------------
 
     async def on_socket_message(self, message: dict[str, Any]) -> None:
+        """Queue a socket message on its task's lane and return at once.
+
+        One lane per upstream task keeps a task's messages in order, while tasks do not wait
+        for each other (a result download of one must not hold back the progress of all).
+        """
+        upstream_id = str(message.get("taskId") or "")
+        lane = self._lanes.get(upstream_id)
+        if lane is None:
+            lane = self._lanes[upstream_id] = asyncio.Queue()
+            worker = asyncio.create_task(self._drain_lane(upstream_id, lane))
+            self._lane_workers.add(worker)
+            worker.add_done_callback(self._lane_workers.discard)
+        lane.put_nowait(message)
+
+    async def _drain_lane(self, upstream_id: str, lane: asyncio.Queue) -> None:
+        """Apply a task's messages in order; end when the lane has been idle a while."""
+        while True:
+            try:
+                message = await asyncio.wait_for(lane.get(), LANE_IDLE_SECONDS)
+            except TimeoutError:
+                if lane.empty():
+                    self._lanes.pop(upstream_id, None)
+                    return
+                continue
+            try:
+                await self.apply_socket_message(message)
+            except Exception:
+                logger.exception("upstream_message_failed type=%s", message.get("type"))
+
+    async def apply_socket_message(self, message: dict[str, Any]) -> None:
         """Apply one socket message (jobState, jobProgress, jobPreview, jobResult, ...)."""
         kind = message.get("type")
         task_id = await self.task_id_for(message.get("taskId"))
+        for _ in range(UNKNOWN_TASK_RETRIES):
+            if task_id is not None:
+                break
+            # A fast upstream reports before our submission's answer is recorded: wait a
+            # little (this lane only); reconciliation covers anything later still.
+            await asyncio.sleep(UNKNOWN_TASK_PAUSE_SECONDS)
+            task_id = await self.task_id_for(message.get("taskId"))
         if task_id is None:
             return
         index = message.get("jobIndex")

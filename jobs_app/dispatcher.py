@@ -31,6 +31,7 @@ from jobs_app.queue import dispatch_order, eta_seconds
 from jobs_app.states import TASK_TERMINAL, CancelReason, TaskKind, TaskStatus
 from jobs_app.upstream.client import UpstreamClient
 from jobs_app.upstream.errors import CircuitOpen, UpstreamError
+from photobooth.db import durable_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +245,7 @@ class TaskQueue:
 # --- database steps (sync; run through sync_to_async) ----------------------------------------
 
 
+@durable_transaction
 def claim_next() -> str | None:
     """Claim the next dispatchable task with a conditional UPDATE; return its id."""
     now = timezone.now()
@@ -259,6 +261,7 @@ def claim_next() -> str | None:
     return None
 
 
+@durable_transaction
 def recover_claims() -> int:
     """Release claims of tasks that never reached the upstream (the process stopped)."""
     return Task.objects.filter(

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
-from django.db import transaction
 from django.utils import timezone
 
 from jobs_app.actions import advance_job, advance_task
 from jobs_app.events import publish_event
 from jobs_app.models import Job, Task
 from jobs_app.states import JOB_TERMINAL, JobStatus, TaskKind, TaskStatus
+from photobooth.db import durable_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _catch_up_start(task: Task, job: Job) -> None:
             publish_event(task, event, job=job, jobIndex=job.index, workerName=job.worker_name)
 
 
-@transaction.atomic(durable=True)
+@durable_transaction
 def do_mark_submitted(task_id: UUID | str, upstream_id: str, job_ids: dict[int, str]) -> bool:
     """Record the upstream's id for a task and move it to running.
 
@@ -78,7 +78,7 @@ def do_mark_submitted(task_id: UUID | str, upstream_id: str, job_ids: dict[int, 
     return True
 
 
-@transaction.atomic(durable=True)
+@durable_transaction
 def do_schedule_retry(
     task_id: UUID | str, error: str, delay_seconds: float, *, count_attempt: bool = True
 ) -> None:
@@ -94,7 +94,7 @@ def do_schedule_retry(
     )
 
 
-@transaction.atomic(durable=True)
+@durable_transaction
 def do_fail_task(task_id: UUID | str, code: str, message: str, stage: str) -> bool:
     """Fail a task for good; its unfinished jobs fail with it (without events of their own)."""
     task = _locked(task_id)
@@ -107,7 +107,7 @@ def do_fail_task(task_id: UUID | str, code: str, message: str, stage: str) -> bo
     return True
 
 
-@transaction.atomic(durable=True)
+@durable_transaction
 def do_apply_job_state(task_id: UUID | str, index: int, state: str, worker_name: str) -> bool:
     """Apply `initiating` or `started` for one job.
 
@@ -129,7 +129,7 @@ def do_apply_job_state(task_id: UUID | str, index: int, state: str, worker_name:
     return moved
 
 
-@transaction.atomic(durable=True)
+@durable_transaction
 def do_apply_job_progress(
     task_id: UUID | str, index: int, step: int, step_count: int, eta_seconds: float | None
 ) -> bool:
@@ -156,7 +156,7 @@ def do_apply_job_progress(
     return True
 
 
-@transaction.atomic(durable=True)
+@durable_transaction
 def do_apply_job_preview(task_id: UUID | str, index: int, preview: StoredResult) -> bool:
     """Announce a job's low-resolution preview (stored in our storage)."""
     task = _locked(task_id)
@@ -168,7 +168,7 @@ def do_apply_job_preview(task_id: UUID | str, index: int, preview: StoredResult)
     return True
 
 
-@transaction.atomic(durable=True)
+@durable_transaction
 def do_complete_job(task_id: UUID | str, index: int, result: StoredResult) -> bool:
     """Record a job's result; complete the task once every job has its final event."""
     task = _locked(task_id)
@@ -194,7 +194,7 @@ def do_complete_job(task_id: UUID | str, index: int, result: StoredResult) -> bo
     return True
 
 
-@transaction.atomic(durable=True)
+@durable_transaction
 def do_fail_job(task_id: UUID | str, index: int, code: str, message: str) -> bool:
     """Fail one job for good; finish the task once every job has its final event."""
     task = _locked(task_id)
@@ -208,7 +208,7 @@ def do_fail_job(task_id: UUID | str, index: int, code: str, message: str) -> boo
     return True
 
 
-@transaction.atomic(durable=True)
+@durable_transaction
 def do_note_upstream_finished(task_id: UUID | str) -> None:
     """Remember that the upstream called the task finished (its jobs may still be arriving)."""
     Task.objects.filter(pk=task_id, upstream_finished_at__isnull=True).update(
@@ -260,7 +260,7 @@ def task_for_upstream(upstream_id: str) -> Task | None:
     return Task.objects.filter(upstream_id=upstream_id).first()
 
 
-@transaction.atomic(durable=True)
+@durable_transaction
 def do_update_queue_position(task_id: UUID | str, position: int, eta_seconds: int) -> bool:
     """Store a queued task's new position and tell its clients (`queued`)."""
     task = _locked(task_id)

@@ -10,12 +10,12 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from jobs_app.events import lock_session_log
 from jobs_app.models import Event
+from photobooth.db import durable_transaction
 from sessions_app.models import BoothSession
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def prune_events(now: datetime | None = None) -> int:
     return sum(do_prune_session_events(session_id, cutoff) for session_id in stale_sessions)
 
 
-@transaction.atomic(durable=True)
+@durable_transaction
 def do_prune_session_events(session_id, cutoff: datetime) -> int:
     """Delete the session's events older than `cutoff` beyond its newest EVENT_RETENTION_MAX."""
     session: BoothSession = lock_session_log(session_id)

@@ -28,6 +28,7 @@ from django.views.decorators.csrf import csrf_exempt
 from jobs_app.applier import UpstreamApplier
 from jobs_app.models import Task, WebhookDelivery, WebhookOutcome, WebhookVerdict
 from jobs_app.states import TaskKind
+from photobooth.db import durable_transaction
 from photobooth.errors import error_body, method_not_allowed
 
 logger = logging.getLogger(__name__)
@@ -108,13 +109,27 @@ def receive(headers: dict[str, str], body: bytes) -> Received:
         verify(headers, body)
         payload = _parse_body(body)
     except WebhookRejected as rejected:
-        WebhookDelivery.objects.create(
-            webhook_id=webhook_id, headers=stored_headers,
-            body=body[:MAX_BODY_BYTES].decode("utf-8", "replace"),
-            verdict=rejected.verdict, outcome=WebhookOutcome.REJECTED, error=str(rejected),
-        )  # fmt: skip
-        logger.warning("webhook_rejected id=%s verdict=%s", webhook_id, rejected.verdict)
+        _store_rejected(webhook_id, stored_headers, body, rejected)
         raise
+    return _store_verified(webhook_id, stored_headers, body, payload)
+
+
+@durable_transaction
+def _store_rejected(
+    webhook_id: str, headers: dict[str, str], body: bytes, rejected: WebhookRejected
+) -> None:
+    WebhookDelivery.objects.create(
+        webhook_id=webhook_id, headers=headers,
+        body=body[:MAX_BODY_BYTES].decode("utf-8", "replace"),
+        verdict=rejected.verdict, outcome=WebhookOutcome.REJECTED, error=str(rejected),
+    )  # fmt: skip
+    logger.warning("webhook_rejected id=%s verdict=%s", webhook_id, rejected.verdict)
+
+
+@durable_transaction
+def _store_verified(
+    webhook_id: str, headers: dict[str, str], body: bytes, payload: dict[str, Any]
+) -> Received:
     earlier = WebhookDelivery.objects.filter(
         webhook_id=webhook_id, verdict=WebhookVerdict.VERIFIED
     ).first()
@@ -125,7 +140,7 @@ def receive(headers: dict[str, str], body: bytes) -> Received:
     try:
         with transaction.atomic():
             delivery = WebhookDelivery.objects.create(
-                webhook_id=webhook_id, headers=stored_headers, body=body.decode(),
+                webhook_id=webhook_id, headers=headers, body=body.decode(),
                 verdict=WebhookVerdict.VERIFIED, outcome=WebhookOutcome.PENDING,
                 event_type=payload["type"], upstream_task_id=upstream_id, task=task,
             )  # fmt: skip

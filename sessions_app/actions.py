@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from photobooth.db import durable_transaction
 from sessions_app.errors import ClientAppForbidden, InvalidClientAppId, InvalidToken
 from sessions_app.models import CLIENT_APP_ID_PATTERN, AccessToken, BoothSession, ClientApp
 
@@ -29,7 +30,7 @@ class StartedSession:
     expires_at: datetime
 
 
-@transaction.atomic
+@durable_transaction
 def do_start_session() -> StartedSession:
     """Create a booth session with its first bearer token."""
     session = BoothSession.objects.create()
