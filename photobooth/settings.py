@@ -165,6 +165,14 @@ if _database_url:
         DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0)}
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not usable: {exc}") from None
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # A pool instead of a new connection per request: under ASGI every request runs in a
+        # thread of its own, where persistent connections would pile up.
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": env_int("DATABASE_POOL_MAX", 20, minimum=2),
+            "timeout": 10,
+        }
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
