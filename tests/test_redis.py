@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -32,15 +34,10 @@ def redis_layer(settings):
     channel_layers.backends.clear()
 
 
-@pytest.mark.django_db
-def test_ws_health_round_trips_through_redis(redis_layer):
-    body = Client().get("/ws-health").json()
-    assert body["status"] == "ok"
-    assert body["channelLayer"] == "RedisChannelLayer"
-
-
-def test_a_long_poll_on_one_process_is_woken_by_a_task_created_on_another(tmp_path):
-    """Two daphne processes share the database and Redis: they behave as one."""
+@contextmanager
+def two_servers(tmp_path) -> Iterator[tuple[str, str, dict[str, str], str]]:
+    """Run two daphne processes sharing a database and Redis; yield their URLs, a bearer
+    header of one session and an upload of it."""
     env = server_env(tmp_path, REDIS_URL=REDIS_URL)
     migrate(env)
     with daphne(env) as first, daphne(env) as second:
@@ -51,6 +48,19 @@ def test_a_long_poll_on_one_process_is_woken_by_a_task_created_on_another(tmp_pa
             files={"image": ("a.jpg", image_bytes(), "image/jpeg")},
             headers=auth,
         ).json()["uploadId"]
+        yield first, second, auth, upload_id
+
+
+@pytest.mark.django_db
+def test_ws_health_round_trips_through_redis(redis_layer):
+    body = Client().get("/ws-health").json()
+    assert body["status"] == "ok"
+    assert body["channelLayer"] == "RedisChannelLayer"
+
+
+def test_a_long_poll_on_one_process_is_woken_by_a_task_created_on_another(tmp_path):
+    """Two daphne processes share the database and Redis: they behave as one."""
+    with two_servers(tmp_path) as (first, second, auth, upload_id):
         cursor = httpx.get(f"{first}/api/events", headers=auth).json()["cursor"]
         result: dict = {}
 
@@ -80,16 +90,7 @@ def test_an_event_published_on_one_process_reaches_sse_and_websocket_clients_on_
 
     from tests.live import SSEReader
 
-    env = server_env(tmp_path, REDIS_URL=REDIS_URL)
-    migrate(env)
-    with daphne(env) as first, daphne(env) as second:
-        token = httpx.post(f"{first}/api/sessions").json()["token"]
-        auth = {"Authorization": f"Bearer {token}"}
-        upload_id = httpx.post(
-            f"{second}/api/uploads",
-            files={"image": ("a.jpg", image_bytes(), "image/jpeg")},
-            headers=auth,
-        ).json()["uploadId"]
+    with two_servers(tmp_path) as (first, second, auth, upload_id):
         ws_url = first.replace("http://", "ws://") + "/ws/progress/?clientAppId=fanout"
         ready, received = threading.Event(), []
 
