@@ -195,22 +195,30 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------------------------
+
+
+def redis_channel_layer(url: str, prefix: str = "photobooth") -> dict:
+    """Return the channels-redis layer settings for a Redis URL (see docs/streams.md)."""
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            # redis-py 8 reads with a 5 s socket timeout by default, exactly as long as
+            # channels-redis blocks in BZPOPMIN, so idle consumers crashed every ~5 s
+            # (django/channels_redis#422). Longer than the block, still finite.
+            "hosts": [{"address": url, "socket_timeout": 15}],
+            "prefix": prefix,
+            "capacity": env_int("CHANNEL_CAPACITY", 1000, minimum=10),
+            "expiry": 60,
+            # Longer than the longest stream (STREAM_MAX_SECONDS) so membership never
+            # lapses while a stream is open.
+            "group_expiry": 2 * env_int("STREAM_MAX_SECONDS", 1800, minimum=10),
+        },
+    }
+
+
 REDIS_URL = env_url("REDIS_URL", {"redis", "rediss", "unix"})
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [REDIS_URL],
-                "prefix": "photobooth",
-                "capacity": env_int("CHANNEL_CAPACITY", 1000, minimum=10),
-                "expiry": 60,
-                # Longer than the longest stream (STREAM_MAX_SECONDS) so membership never
-                # lapses while a stream is open.
-                "group_expiry": 2 * env_int("STREAM_MAX_SECONDS", 1800, minimum=10),
-            },
-        }
-    }
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL)}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

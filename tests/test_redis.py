@@ -12,6 +12,7 @@ import httpx
 import pytest
 from django.test import Client
 
+from photobooth.settings import redis_channel_layer
 from tests.conftest import image_bytes
 from tests.live import daphne, migrate, server_env
 
@@ -24,10 +25,7 @@ def redis_layer(settings):
     from channels.layers import channel_layers
 
     settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"test-{uuid.uuid4().hex[:8]}"},
-        }
+        "default": redis_channel_layer(REDIS_URL, f"test-{uuid.uuid4().hex[:8]}")
     }
     channel_layers.backends.clear()
     yield
@@ -114,3 +112,27 @@ def test_an_event_published_on_one_process_reaches_sse_and_websocket_clients_on_
         thread.join(15)
         assert (sse_event["type"], sse_event["taskId"]) == ("queued", created["taskId"])
         assert received[1]["id"] == sse_event["id"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_idle_consumer_outlives_the_redis_clients_default_socket_timeout(owner, settings):
+    """redis-py 8 times reads out after 5 s, as long as channels-redis blocks waiting for a
+    message: without our socket_timeout, an idle consumer crashed (channels_redis#422)."""
+    import asyncio
+
+    from channels.layers import channel_layers
+
+    from tests.streams import create_task, publish, ws
+
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    settings.CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL, prefix)}
+    channel_layers.backends.clear()
+    task = await create_task(owner, "idle")
+    socket = ws("/ws/progress/?clientAppId=idle", owner)
+    assert (await socket.connect())[0]
+    assert (await socket.receive_json_from())["type"] == "connected"
+    await asyncio.sleep(6.5)  # past redis-py's 5 s default read timeout, idle
+    [cursor] = await publish(task)
+    assert (await socket.receive_json_from(timeout=5))["id"] == cursor
+    await socket.disconnect()
+    channel_layers.backends.clear()
