@@ -146,6 +146,8 @@ def test_a_photo_taken_with_the_camera_is_uploaded(pages):
     page = pages.open("/")
     page.click("#camera-start")
     page.wait_for_function("document.querySelector('#camera').videoWidth > 0")
+    # Focus moves to the capture button once the stream plays: wait for it (fails on timeout).
+    page.wait_for_function("document.activeElement?.id === 'camera-capture'", timeout=5000)
     assert page.evaluate("document.activeElement.id") == "camera-capture"
     page.keyboard.press("Enter")
     page.wait_for_selector("#photo-uploader .upload-state[data-kind=ok]")
