@@ -36,8 +36,10 @@ $(VENV)/.installed: pyproject.toml
 migrate: $(VENV)/.installed
 	$(PY) manage.py migrate --no-input
 
+# PUBLIC_BASE_URL follows HOST and PORT unless set: the built-in mockup API is reached there.
 run: migrate
-	$(PY) manage.py serve --host $(HOST) --port $(PORT)
+	PUBLIC_BASE_URL=$${PUBLIC_BASE_URL:-http://$(HOST):$(PORT)} \
+		$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 test: test-sqlite test-postgres
 
