@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
 import redis  # noqa: E402
+import redis.asyncio  # noqa: E402
 from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 
 from tests.live import free_port, migrate, server_env  # noqa: E402
@@ -430,6 +431,49 @@ async def stop_process(process: asyncio.subprocess.Process) -> None:
 # --- one case -------------------------------------------------------------------------------
 
 
+class InboxSampler:
+    """Watch each server's channel-layer inbox in Redis: how far its receive loop is behind.
+
+    channels-redis keeps one sorted set per process for all of its consumers' messages
+    (`<prefix>specific.<process>!`); group_send drops messages once it holds `capacity`.
+    """
+
+    def __init__(self, prefix: str, conns: list[Conn], processes: int):
+        self.prefix = prefix
+        self.conns = conns
+        self.processes = processes
+        self.keys: list[str] = []
+        self.max_total = 0
+        self.task: asyncio.Task | None = None
+        self.client = redis.asyncio.Redis.from_url(REDIS_URL)
+
+    async def find_keys(self) -> None:
+        keys: set[str] = set()
+        for conn in self.conns[: 4 * self.processes]:
+            group = f"{self.prefix}:group:client.{conn.client_app_id}"
+            for member in await self.client.zrange(group, 0, -1):
+                keys.add(self.prefix + member.decode().split("!", 1)[0] + "!")
+        self.keys = sorted(keys)
+
+    async def _run(self) -> None:
+        while True:
+            total = 0
+            for key in self.keys:
+                total += await self.client.zcard(key)
+            self.max_total = max(self.max_total, total)
+            await asyncio.sleep(0.2)
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, redis.RedisError):
+                await self.task
+        await self.client.aclose()
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return math.nan
@@ -500,6 +544,9 @@ async def measure(
         result["dropped_while_idle"] = sum(1 for c in opened if c.error)
 
         # Publish.
+        sampler = InboxSampler(env["BENCH_CHANNEL_PREFIX"], opened, len(servers))
+        with contextlib.suppress(redis.RedisError):
+            await sampler.find_keys()
         publishers = args.publishers or max(1, math.ceil(args.rate / args.rate_per_publisher))
         result["publishers"] = publishers
         connected_ids = {c.index for c in opened}
@@ -514,6 +561,7 @@ async def measure(
             for process in processes:
                 process.stdin.write(f"go {t0}\n".encode())
                 await process.stdin.drain()
+            sampler.start()
             profilers = [
                 await start_py_spy(s, args.events / args.rate + 1, log_dir) for s in servers
             ] if args.py_spy else []  # fmt: skip
@@ -542,8 +590,11 @@ async def measure(
                     break
             end = time.time()
         finally:
+            await sampler.stop()
             for process in processes:
                 await stop_process(process)
+        result["inbox_max"] = sampler.max_total
+        result["inbox_keys"] = len(sampler.keys)
 
         published = sum(s["published"] for s in summaries)
         publish_end = max(s["lastEnd"] or t0 for s in summaries)
@@ -708,34 +759,38 @@ def table(results: list[dict]) -> str:
 
 
 def details(r: dict) -> str:
+    """Return the case's figures that do not fit the table, a few lines of them."""
     experiment = f" [experiment: {' '.join(r['server_env'])}]" if r.get("server_env") else ""
-    return (
-        f"{r['transport']}/{r['processes']}p{experiment}: open {r['connected']} streams in "
-        f"{r['connect_seconds']:.1f}s ({r['connect_rate']:.0f}/s, errors "
-        f"{r['connect_errors'] or 0}); server RSS "
-        f"{'+'.join(f'{m:.0f}' for m in r['rss_after_mb'])} MB with them open; idle "
-        f"{r['idle']:.0f}s: CPU % server {r['idle_server_cpu']:.0f}, postgres "
-        f"{r['idle_postgres_cpu']:.0f}, redis {r['idle_redis_cpu']:.0f}, streams lost while idle "
-        f"{r['dropped_while_idle']}; "
-        f"{r['publishers']} publisher(s), publish p50/p99 {r['publish_p50_ms']:.1f}/"
-        f"{r['publish_p99_ms']:.1f} ms, worst lag behind schedule {r['publish_late_max']:.2f}s; "
-        f"received {r['received']}/{r['expected']} (drain {r['drain_seconds']:.1f}s), "
-        f"duplicates {r['duplicates']}, "
-        f">1s late {r['over_1s']}, gaps repaired {r['gaps_repaired']:.0f}, "
-        f"slow-consumer closes {r['slow_closes']:.0f}, channel-layer drops {r['layer_drops']}, "
-        f"consumer crashes {r['app_crashes']}, streams failed {r['stream_failures']} (errors: "
-        f"Redis read timeouts {r['redis_read_timeouts']}, Redis pool exhausted "
-        f"{r['redis_pool_exhausted']}; {r['pool_exhausted_closing']} more while closing), "
-        f"streams dropped {r['dropped_streams']} "
-        f"{r['dropped_reasons'] or ''}; "
-        f"CPU ms per event: servers {r['server_ms_per_event']:.2f}, publishers "
-        f"{r['publisher_ms_per_event']:.2f}, postgres {r['postgres_ms_per_event']:.2f}; "
-        f"CPU % of one core while publishing: servers "
-        f"{'+'.join(f'{c:.0f}' for c in r['server_cpu'])}, publishers {r['publisher_cpu']:.0f}, "
-        f"client {r['client_cpu']:.0f}, postgres {r['postgres_cpu']:.0f}, redis "
-        f"{r['redis_cpu']:.0f}, whole machine {r['machine_cpu']:.0f} of "
-        f"{100 * (os.cpu_count() or 1)} (load average before: {r['load_before']:.2f})"
-    )
+    join = "+".join
+    lines = [
+        f"{r['transport']}/{r['processes']}p{experiment}",
+        f"  open: {r['connected']} streams in {r['connect_seconds']:.1f}s "
+        f"({r['connect_rate']:.0f}/s), refused or failed {r['connect_errors'] or 0}; server RSS "
+        f"{join(f'{m:.0f}' for m in r['rss_after_mb'])} MB with them open",
+        f"  idle {r['idle']:.0f}s: CPU % server {r['idle_server_cpu']:.0f}, postgres "
+        f"{r['idle_postgres_cpu']:.0f}, redis {r['idle_redis_cpu']:.0f}; streams lost while "
+        f"idle {r['dropped_while_idle']}",
+        f"  publish: {r['publishers']} publisher(s), publish_event p50/p99 "
+        f"{r['publish_p50_ms']:.1f}/{r['publish_p99_ms']:.1f} ms, worst lag behind schedule "
+        f"{r['publish_late_max']:.2f}s",
+        f"  deliver: received {r['received']}/{r['expected']} (drain {r['drain_seconds']:.1f}s), "
+        f"duplicates {r['duplicates']}, >1s late {r['over_1s']}, gaps repaired "
+        f"{r['gaps_repaired']:.0f}, most messages waiting in the servers' channel-layer inboxes "
+        f"{r['inbox_max']} ({r['inbox_keys']} inboxes), channel-layer drops {r['layer_drops']}, "
+        f"slow-consumer closes {r['slow_closes']:.0f}",
+        f"  failures: consumer crashes {r['app_crashes']}, streams failed "
+        f"{r['stream_failures']}, Redis read timeouts {r['redis_read_timeouts']}, Redis pool "
+        f"exhausted {r['redis_pool_exhausted']} (+{r['pool_exhausted_closing']} while closing), "
+        f"streams dropped {r['dropped_streams']} {r['dropped_reasons'] or ''}",
+        f"  CPU ms per event: servers {r['server_ms_per_event']:.2f}, publishers "
+        f"{r['publisher_ms_per_event']:.2f}, postgres {r['postgres_ms_per_event']:.2f}",
+        f"  CPU % of one core while publishing: servers {join(f'{c:.0f}' for c in r['server_cpu'])}"
+        f", publishers {r['publisher_cpu']:.0f}, client {r['client_cpu']:.0f}, postgres "
+        f"{r['postgres_cpu']:.0f}, redis {r['redis_cpu']:.0f}; whole machine "
+        f"{r['machine_cpu']:.0f} of {100 * (os.cpu_count() or 1)} (load average before "
+        f"{r['load_before']:.2f})",
+    ]
+    return "\n".join(lines)
 
 
 # --- main -----------------------------------------------------------------------------------
