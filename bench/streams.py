@@ -14,7 +14,8 @@ the server does. Clients note the arrival time of each event minus its `timestam
 moment it was written, ISO with milliseconds, UTC; both clocks are this machine's wall
 clock, so figures carry up to 1 ms of truncation).
 
-It prints one table row per case. It is a benchmark, not a test: it asserts nothing.
+It prints a few lines of details per case, then a table with one row per case. It is a
+benchmark, not a test: it asserts nothing.
 See bench/README.md and docs/performance.md.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -54,6 +56,8 @@ ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DATABASE_URL = f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PUBLISHER = Path(__file__).resolve().parent / "publisher.py"
+# One run at a time per machine: every run drops and re-creates the same database.
+LOCK_PATH = Path(tempfile.gettempdir()) / "photobooth-bench-streams.lock"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -714,10 +718,11 @@ def run_case(
     closing = [t[o:].decode(errors="replace") for t, o in zip(texts, offsets, strict=True)]
     result["app_crashes"] = sum(log.count("Exception inside application") for log in logs)
     result["stream_failures"] = sum(log.count("stream_failed") for log in logs)
-    # Two failure modes of redis-py 8 under channels-redis, counted apart.
-    result["redis_read_timeouts"] = sum(log.count("TimeoutError: Timeout reading") for log in logs)
-    result["redis_pool_exhausted"] = sum(log.count("MaxConnectionsError") for log in logs)
-    result["pool_exhausted_closing"] = sum(log.count("MaxConnectionsError") for log in closing)
+    # Two failure modes of redis-py 8 under channels-redis, counted apart (once per traceback).
+    timeout, exhausted = "TimeoutError: Timeout reading", "MaxConnectionsError: Too many"
+    result["redis_read_timeouts"] = sum(log.count(timeout) for log in logs)
+    result["redis_pool_exhausted"] = sum(log.count(exhausted) for log in logs)
+    result["pool_exhausted_closing"] = sum(log.count(exhausted) for log in closing)
     return result
 
 
@@ -824,7 +829,9 @@ def parse_args() -> argparse.Namespace:
         description="Benchmark WebSocket and SSE event streams (latency, throughput, memory).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--transport", choices=["ws", "sse", "both"], default="both")
+    parser.add_argument(
+        "--transport", choices=["ws", "sse", "both"], default="both", help="stream transport(s)"
+    )
     parser.add_argument(
         "--processes", default="1", help="daphne processes: 1, 2, or a list such as 1,2"
     )
@@ -834,9 +841,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--publishers", type=int, default=0, help="publisher processes (0: rate / rate-per-pub)"
     )
-    parser.add_argument("--rate-per-publisher", type=float, default=250)
-    parser.add_argument("--connect-concurrency", type=int, default=50)
-    parser.add_argument("--connect-timeout", type=float, default=300)
+    parser.add_argument("--rate-per-publisher", type=float, default=250, help="for --publishers 0")
+    parser.add_argument(
+        "--connect-concurrency", type=int, default=50, help="handshakes in flight at once"
+    )
+    parser.add_argument(
+        "--connect-timeout", type=float, default=300, help="seconds to open all the streams"
+    )
     parser.add_argument("--settle", type=float, default=3, help="seconds before sampling RSS")
     parser.add_argument(
         "--drain", type=float, default=20, help="stop waiting after this many quiet seconds"
@@ -844,7 +855,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--idle", type=float, default=20, help="seconds of idle streams (CPU) before publishing"
     )
-    parser.add_argument("--setup-workers", type=int, default=2)
+    parser.add_argument(
+        "--setup-workers", type=int, default=2, help="processes creating the sessions and tasks"
+    )
     parser.add_argument(
         "--py-spy", metavar="DIR", help="profile the servers while publishing (needs py-spy)"
     )
@@ -868,13 +881,45 @@ def parse_args() -> argparse.Namespace:
         help="extra environment for servers and publishers, for experiments only "
         "(e.g. STREAM_HEARTBEAT_SECONDS=3600, BENCH_DB_POOL_OFF=1); repeatable",
     )
+    parser.add_argument(
+        "--wait-lock",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="wait this long for another run of this benchmark on this machine to finish",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--keep-logs", action="store_true", help="keep daphne/publisher logs")
     return parser.parse_args()
 
 
+def take_lock(wait: float):
+    """Hold the machine-wide lock of this benchmark (or exit when another run holds it)."""
+    handle = LOCK_PATH.open("a+")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            if time.monotonic() >= deadline:
+                sys.exit(
+                    f"another bench/streams.py run (pid {holder}) is using {DB_NAME}; "
+                    f"wait for it, or pass --wait-lock SECONDS"
+                )
+            time.sleep(5)
+            continue
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        return handle
+
+
 def main() -> None:
     args = parse_args()
+    lock = take_lock(args.wait_lock)  # noqa: F841 (held until the process exits)
     transports = ["ws", "sse"] if args.transport == "both" else [args.transport]
     process_counts = [int(p) for p in args.processes.split(",")]
     if any(p < 1 for p in process_counts):

@@ -84,9 +84,7 @@ class Task(models.Model):
             models.Index(fields=["upstream_id"], name="task_upstream_id"),
             models.Index(fields=["status", "-created_at"], name="task_status_recent"),
             # Reconciliation and deadlines read the tasks that are out with the upstream.
-            models.Index(
-                fields=["created_at"], name="task_running", condition=Q(status="running")
-            ),
+            models.Index(fields=["created_at"], name="task_running", condition=Q(status="running")),
             # The queue: dispatch order and queue positions read only queued tasks.
             models.Index(
                 fields=["-priority", "created_at"],

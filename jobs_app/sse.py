@@ -130,9 +130,12 @@ class EventStreamConsumer(StreamConsumerMixin, AsyncHttpConsumer):
     async def _finish(self, reason: str) -> None:
         """End the response; the client reconnects and resumes from its last id."""
         stream_was_open = self.stream is not None
-        await self.release_stream()
-        if stream_was_open:
-            await self.send_body(b"", more_body=False)
+        try:
+            await self.release_stream()
+        finally:
+            # End the response even when leaving the groups failed, so the client reconnects.
+            if stream_was_open:
+                await self.send_body(b"", more_body=False)
         # Leave the consumer loop from its own dispatch (StopConsumer cannot cross tasks).
         await self.channel_layer.send(self.channel_name, {"type": "stream.stop"})
 

@@ -205,7 +205,9 @@ def redis_channel_layer(url: str, prefix: str = "photobooth") -> dict:
             # redis-py 8 reads with a 5 s socket timeout by default, exactly as long as
             # channels-redis blocks in BZPOPMIN, so idle consumers crashed every ~5 s
             # (django/channels_redis#422). Longer than the block, still finite.
-            "hosts": [{"address": url, "socket_timeout": 15}],
+            # redis-py 8 also fails fast past 100 pooled connections; heartbeats of many streams
+            # at once need more.
+            "hosts": [{"address": url, "socket_timeout": 15, "max_connections": 2000}],
             "prefix": prefix,
             "capacity": env_int("CHANNEL_CAPACITY", 1000, minimum=10),
             "expiry": 60,

@@ -6,9 +6,7 @@ from __future__ import annotations
 class UpstreamError(Exception):
     """A call to the mockup API failed; `permanent` says whether retrying can help."""
 
-    def __init__(
-        self, message: str, *, permanent: bool, status: int | None = None, code: str = ""
-    ):
+    def __init__(self, message: str, *, permanent: bool, status: int | None = None, code: str = ""):
         super().__init__(message)
         self.permanent = permanent
         self.status = status
