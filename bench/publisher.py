@@ -183,7 +183,6 @@ def cmd_describe(args: argparse.Namespace) -> None:
                 "heartbeatSeconds": settings.STREAM_HEARTBEAT_SECONDS,
                 "streamQueueMax": settings.STREAM_QUEUE_MAX,
                 "streamMaxPerSession": settings.STREAM_MAX_PER_SESSION,
-                "taskQueueAutostart": getattr(settings, "TASK_QUEUE_AUTOSTART", None),
             },
             default=str,
         )

@@ -938,8 +938,9 @@ def main() -> None:
         DJANGO_SETTINGS_MODULE="bench.settings",
         BENCH_CHANNEL_PREFIX=prefix,
         BENCH_REDIS_SOCKET_TIMEOUT_FIX="1" if args.redis_socket_timeout_fix else "0",
-        # The streams are measured alone: no task queue moving the benchmark's tasks.
-        TASK_QUEUE_AUTOSTART="0",
+        # The streams are measured alone: plain daphne runs no worker, and with REDIS_URL set
+        # the built-in mockup API is never mounted (nothing calls this address).
+        MOCKUP_API_URL="http://127.0.0.1:9/mockup-api",
         LOG_LEVEL="WARNING",
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )

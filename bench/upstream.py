@@ -46,7 +46,7 @@ def queue_overhead(tasks: int) -> dict[str, float]:
     call_command("migrate", verbosity=0)
     from PIL import Image
 
-    from jobs_app import dispatcher, progress
+    from jobs_app import claims, leases, progress
     from jobs_app.actions import TaskRequest, check_create_task
     from jobs_app.files import store_result
     from jobs_app.states import TaskKind
@@ -59,17 +59,19 @@ def queue_overhead(tasks: int) -> dict[str, float]:
     png = buffer.getvalue()
     upload = do_store_upload(session, SimpleUploadedFile("p.png", png))
     result = store_result(png)
+    worker = leases.WorkerIdentity(id=leases.new_worker_id(), name="bench")
+    leases.register_worker(worker)
     started = time.perf_counter()
     for n in range(tasks):
         request = TaskRequest(client_app_id=f"bench-{n % 20}", kind=TaskKind.ENHANCEMENT,
                               upload_id=upload.pk)  # fmt: skip
         task = check_create_task(session, request).task
-        claimed = dispatcher.claim_next()
-        assert claimed is not None
-        progress.do_mark_submitted(claimed, f"up-{n}", {0: f"job-{n}"})
-        progress.do_apply_job_state(claimed, 0, "initiating", "w1")
-        progress.do_apply_job_state(claimed, 0, "started", "w1")
-        progress.do_complete_job(claimed, 0, result)
+        claim = claims.claim_next(worker.id)
+        assert claim is not None
+        progress.do_mark_submitted(claim, f"up-{n}", {0: f"job-{n}"})
+        progress.do_apply_job_state(claim.task_id, 0, "initiating", "w1")
+        progress.do_apply_job_state(claim.task_id, 0, "started", "w1")
+        progress.do_complete_job(claim.task_id, 0, result)
         assert task.pk is not None
     elapsed = time.perf_counter() - started
     return {"tasks": tasks, "seconds": elapsed, "ms_per_task": 1000 * elapsed / tasks}
@@ -115,7 +117,7 @@ def webhook_ingest(webhooks: int, env: dict[str, str]) -> dict[str, float]:
     from tests.conftest import image_bytes
     from tests.live import daphne, migrate
 
-    env = {**env, "TASK_QUEUE_AUTOSTART": "0"}  # the tasks below are marked submitted by hand
+    # Plain daphne: the web only, no worker (the tasks below are marked submitted by hand).
     migrate(env)
     with daphne(env) as base:
         api = httpx.Client(base_url=base, timeout=30)

@@ -12,14 +12,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import partial
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
+from jobs_app import doorbell
 from jobs_app.errors import (
     IdempotencyConflict,
     JobNotFound,
@@ -215,7 +215,7 @@ def do_create_task(
     task.eta_seconds = eta_seconds(task, task.queue_position)
     task.save(update_fields=["queue_position", "eta_seconds"])
     publish_event(task, "queued", queuePosition=task.queue_position, etaSeconds=task.eta_seconds)
-    transaction.on_commit(_wake_queue)  # dispatch now, not at the queue's next poll
+    doorbell.ring_on_commit(doorbell.QUEUE)  # dispatch now, not at the queue's next poll
     logger.info("task_created task=%s kind=%s jobs=%s", task.pk, task.kind, len(variants))
     return task
 
@@ -249,22 +249,11 @@ def _cancel(task: Task, reason: CancelReason) -> bool:
     completed, total = _job_counts(task)
     publish_event(task, "cancelled", reason=str(reason), completedJobs=completed, totalJobs=total)
     if task.upstream_id:
-        transaction.on_commit(partial(_cancel_upstream, task.upstream_id))
-    transaction.on_commit(_wake_queue)  # queue positions behind it moved up
+        # The worker following the task cancels it upstream (late results are ignored anyway).
+        doorbell.ring_on_commit(doorbell.CANCEL, taskId=str(task.pk), upstreamId=task.upstream_id)
+    doorbell.ring_on_commit(doorbell.QUEUE)  # queue positions behind it moved up
     logger.info("task_cancelled task=%s reason=%s", task.pk, reason)
     return True
-
-
-def _wake_queue() -> None:
-    from jobs_app.worker import background
-
-    background.wake_queue()
-
-
-def _cancel_upstream(upstream_id: str) -> None:
-    from jobs_app.worker import background
-
-    background.cancel_upstream(upstream_id)
 
 
 def _job_counts(task: Task) -> tuple[int, int]:

@@ -9,11 +9,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from jobs_app import doorbell
 from jobs_app.actions import do_cancel_task, do_retry_task
 from jobs_app.events import serialize_event
+from jobs_app.inbox import do_requeue_delivery
 from jobs_app.models import Event, Job, Task, Upload, WebhookDelivery, WebhookVerdict
 from jobs_app.states import TaskStatus
-from jobs_app.webhooks import reapply_delivery
 from photobooth.errors import PhotoboothError
 from sessions_app.admin import ReadOnlyAdminMixin
 
@@ -209,11 +210,13 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         verified = list(
             queryset.filter(verdict=WebhookVerdict.VERIFIED).values_list("pk", flat=True)
         )
-        outcomes = [reapply_delivery(delivery_id) for delivery_id in verified]
+        queued = sum(do_requeue_delivery(delivery_id) for delivery_id in verified)
+        if queued:
+            doorbell.ring_rollback_unsafe(doorbell.INBOX)  # committed: the workers apply them
         skipped = queryset.count() - len(verified)
-        summary = ", ".join(f"{o}: {outcomes.count(o)}" for o in sorted(set(outcomes))) or "none"
         self.message_user(
             request,
-            f"Re-applied {len(verified)} delivery(ies) ({summary}); skipped {skipped} unverified.",
+            f"Queued {queued} delivery(ies) for the workers to re-apply (their outcome shows "
+            f"here within seconds); skipped {skipped} unverified.",
             messages.WARNING if skipped else messages.SUCCESS,
         )

@@ -1,8 +1,11 @@
 """Turn the upstream's reports (socket messages, webhooks, REST reads) into our actions.
 
-Async, on the server loop: downloads go through the one upstream client, database work through
-the actions in jobs_app.progress (each idempotent). Socket and webhook may report the same
-completion; whichever comes second finds nothing to move and changes nothing.
+The one place reports are applied, on the worker's loop: every report of an upstream task,
+whatever its source, goes through that task's lane (`in_lane`), so they apply in order, one
+at a time per task, while tasks never wait for each other. Downloads go through the one
+upstream client, database work through the actions in jobs_app.progress (each idempotent and
+forward-only): socket and webhook may report the same completion; whichever comes second finds
+nothing to move and changes nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -28,6 +33,8 @@ LANE_IDLE_SECONDS = 30
 UNKNOWN_TASK_RETRIES = 10
 UNKNOWN_TASK_PAUSE_SECONDS = 0.2
 
+Report = Callable[[], Awaitable[object]]  # applies one report when awaited
+
 # Django's own bridge: it is also used inside requests (webhooks), where Channels'
 # database_sync_to_async would close the request's connection. The task queue closes stale
 # connections itself (TaskQueue.tick).
@@ -41,7 +48,7 @@ class UpstreamApplier:
         self.client = client
         self._task_ids: dict[str, str] = {}  # upstream id -> our task id
         self._progress_sent: dict[tuple[str, int], float] = {}  # (task, job) -> monotonic time
-        self._lanes: dict[str, asyncio.Queue] = {}  # upstream task id -> its pending messages
+        self._lanes: dict[str, asyncio.Queue] = {}  # upstream task id -> its pending reports
         self._lane_workers: set[asyncio.Task] = set()
 
     def _progress_due(self, task_id: str, index: int) -> bool:
@@ -69,34 +76,34 @@ class UpstreamApplier:
     # --- the event socket ------------------------------------------------------------------
 
     async def on_socket_message(self, message: dict[str, Any]) -> None:
-        """Queue a socket message on its task's lane and return at once.
+        """Queue a socket message on its task's lane and return at once."""
+        self.in_lane(str(message.get("taskId") or ""), partial(self.apply_socket_message, message))
 
-        One lane per upstream task keeps a task's messages in order, while tasks do not wait
-        for each other (a result download of one must not hold back the progress of all).
-        """
-        upstream_id = str(message.get("taskId") or "")
+    def in_lane(self, upstream_id: str, report: Report) -> None:
+        """Apply `report` after the reports of the same upstream task queued before it."""
         lane = self._lanes.get(upstream_id)
         if lane is None:
             lane = self._lanes[upstream_id] = asyncio.Queue()
             worker = asyncio.create_task(self._drain_lane(upstream_id, lane))
             self._lane_workers.add(worker)
             worker.add_done_callback(self._lane_workers.discard)
-        lane.put_nowait(message)
+        lane.put_nowait(report)
 
     async def _drain_lane(self, upstream_id: str, lane: asyncio.Queue) -> None:
-        """Apply a task's messages in order; end when the lane has been idle a while."""
+        """Apply a task's reports in order; end when the lane has been idle a while."""
         while True:
             try:
-                message = await asyncio.wait_for(lane.get(), LANE_IDLE_SECONDS)
+                report = await asyncio.wait_for(lane.get(), LANE_IDLE_SECONDS)
             except TimeoutError:
                 if lane.empty():
                     self._lanes.pop(upstream_id, None)
                     return
                 continue
             try:
-                await self.apply_socket_message(message)
+                await report()
             except Exception:
-                logger.exception("upstream_message_failed type=%s", message.get("type"))
+                # Supervised: one bad report must not end the lane (or lose the next ones).
+                logger.exception("upstream_report_failed upstream=%s", upstream_id)
 
     async def apply_socket_message(self, message: dict[str, Any]) -> None:
         """Apply one socket message (jobState, jobProgress, jobPreview, jobResult, ...)."""

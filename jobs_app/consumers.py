@@ -63,7 +63,7 @@ class ProgressConsumer(StreamConsumerMixin, AsyncJsonWebsocketConsumer):
             await self.close(WS_CLOSE_CODES.get(exc.status_code, CLOSE_FORBIDDEN))
             return
         try:
-            stream = self.new_stream(self.session, stream_scope, lifetime=None)
+            stream = await self.new_stream(self.session, stream_scope, lifetime=None)
         except TooManyStreams:
             await self.close(WS_CLOSE_CODES[429])
             return

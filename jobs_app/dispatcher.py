@@ -1,10 +1,12 @@
-"""The task queue's worker: claims queued tasks and hands them to the upstream.
+"""The task queue's worker side: claims queued tasks and hands them to the upstream.
 
-Durable: the database is the queue. A task is claimed with a conditional UPDATE, so several
-processes can run a dispatcher side by side; a crash between claim and submission is undone
-at the next start (`recover`). Transient failures (5xx, timeouts, connection errors) come back
+Durable: the database is the queue. A worker claims a task (jobs_app.claims: leased, fenced),
+submits it with the task id as the upstream's idempotency key, and records the upstream id
+only while its claim holds. Transient failures (5xx, timeouts, connection errors) come back
 with capped exponential backoff and full jitter; 4xx fail the task at once; waiting for the
-rate limiter or an open circuit breaker consumes no attempt.
+rate limiter or an open circuit breaker consumes no attempt. The worker then follows its tasks
+upstream: it reconciles them over REST after every socket (re)connection and every
+RECONCILE_EVERY_SECONDS, and adopts running tasks whose worker died.
 """
 
 from __future__ import annotations
@@ -13,25 +15,21 @@ import asyncio
 import contextlib
 import logging
 import random
-from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
-from django.db.models import Q
-from django.utils import timezone
 
-from jobs_app import progress
-from jobs_app.actions import do_cancel_task
+from jobs_app import claims, progress
 from jobs_app.applier import UpstreamApplier
-from jobs_app.catalog import CACHE_SECONDS, refresh_products
+from jobs_app.claims import Claim
 from jobs_app.files import signed_upload_url
+from jobs_app.leases import WorkerIdentity
 from jobs_app.models import Task
-from jobs_app.queue import dispatch_order, eta_seconds
-from jobs_app.states import TASK_TERMINAL, CancelReason, TaskKind, TaskStatus
+from jobs_app.progress import Submission
+from jobs_app.states import TaskKind
 from jobs_app.upstream.client import UpstreamClient
 from jobs_app.upstream.errors import CircuitOpen, UpstreamError
-from photobooth.db import durable_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +41,7 @@ RETRY_CAP_SECONDS = 60.0
 POLL_SECONDS = 1.0
 MAX_CONCURRENT_SUBMISSIONS = 8
 RECONCILE_EVERY_SECONDS = 30
-POSITIONS_EVERY_SECONDS = 1.0
-CATALOG_REFRESH_SECONDS = CACHE_SECONDS
-# After a failed catalog read: sooner, since /api/products and mockups wait for it.
-CATALOG_RETRY_SECONDS = 15
+MOCKUP_IDS_PER_READ = 20
 
 
 def retry_delay(attempt: int) -> float:
@@ -57,27 +52,22 @@ def retry_delay(attempt: int) -> float:
 class TaskQueue:
     """Dispatch queued tasks to the upstream, one claim at a time, many in flight."""
 
-    def __init__(self, client: UpstreamClient, applier: UpstreamApplier):
+    def __init__(
+        self, client: UpstreamClient, applier: UpstreamApplier, identity: WorkerIdentity
+    ) -> None:
         self.client = client
         self.applier = applier
+        self.identity = identity
         self.wake = asyncio.Event()
         self.in_flight: set[asyncio.Task] = set()
+        self.submitting: set[str] = set()  # ids of the claimed tasks being submitted
         self.slots = asyncio.Semaphore(MAX_CONCURRENT_SUBMISSIONS)
         self.stopping = False
+        self.on_submitted = lambda: None  # the worker wires in its inbox's wake-up
         self._last_reconcile = 0.0
-        self._last_positions = 0.0
-        self._next_catalog = 0.0  # loop time of the next catalog read
 
     async def run(self) -> None:
-        """Work until cancelled."""
-        try:
-            await _db(recover_claims)()
-            await self.refresh_catalog()
-            await self.reconcile()
-        except Exception:
-            # The loop below reads the catalog and reconciles again: a bad answer or a database
-            # hiccup at start-up must not leave the process without a queue.
-            logger.exception("task_queue_start_failed")
+        """Work until cancelled; a failed round is logged and the next one comes."""
         while not self.stopping:
             try:
                 await self.tick()
@@ -91,42 +81,29 @@ class TaskQueue:
         loop = asyncio.get_running_loop()
         # The queue lives outside the request cycle, so it drops stale connections itself.
         await _db(close_old_connections)()
-        for task_id, upstream_id in await _db(expire_deadlines)():
-            logger.warning("task_timed_out task=%s", task_id)
-            if upstream_id:
-                await self.cancel_upstream(upstream_id)
         if self.client.breaker.is_open:
             # Hold tasks in the queue while the upstream is unhealthy.
             await self._sleep(self.client.breaker.retry_in())
             return
-        while self.slots._value > 0:
-            task_id = await _db(claim_next)()
-            if task_id is None:
+        while self.slots._value > 0 and self.identity.trusted() and not self.stopping:
+            claim = await _db(claims.claim_next)(self.identity.id)
+            if claim is None:
                 break
+            self.submitting.add(claim.task_id)
             await self.slots.acquire()
-            job = asyncio.create_task(self.submit(task_id))
+            job = asyncio.create_task(self.submit(claim))
             self.in_flight.add(job)
             job.add_done_callback(self._submission_done)
-        if loop.time() - self._last_positions >= POSITIONS_EVERY_SECONDS:
-            # Positions move with every claim; telling clients once a second is plenty.
-            self._last_positions = loop.time()
-            await _db(refresh_queue_positions)()
         if loop.time() - self._last_reconcile > RECONCILE_EVERY_SECONDS:
             await self.reconcile()
-        if loop.time() >= self._next_catalog:
-            await self.refresh_catalog()
         await self._sleep(POLL_SECONDS)
-
-    async def refresh_catalog(self) -> None:
-        """Read the product catalog into the cache; after a failure, try again soon."""
-        ok = await refresh_products(self.client)
-        pause = CATALOG_REFRESH_SECONDS if ok else CATALOG_RETRY_SECONDS
-        self._next_catalog = asyncio.get_running_loop().time() + pause
 
     def _submission_done(self, job: asyncio.Task) -> None:
         self.in_flight.discard(job)
         self.slots.release()
         self.wake.set()  # a free slot: claim the next task now, not at the next poll
+        if not job.cancelled() and (exc := job.exception()) is not None:
+            logger.error("task_submission_crashed", exc_info=exc)
 
     async def _sleep(self, seconds: float) -> None:
         self.wake.clear()
@@ -135,38 +112,70 @@ class TaskQueue:
 
     # --- submission ------------------------------------------------------------------------
 
-    async def submit(self, task_id: str) -> None:
-        task = await _db(_load)(task_id)
+    async def submit(self, claim: Claim) -> None:
+        """Send a claimed task upstream and record the answer while the claim holds.
+
+        Whatever goes wrong, the claim ends released (retry later) or recorded: never held by
+        a live worker that forgot it (release_forgotten catches a failed release).
+        """
         try:
+            await self._submit(claim)
+        finally:
+            self.submitting.discard(claim.task_id)
+
+    async def _submit(self, claim: Claim) -> None:
+        try:
+            task = await _db(_load)(claim.task_id)
+        except Exception as exc:
+            logger.exception("task_load_failed task=%s", claim.task_id)
+            await _db(progress.do_schedule_retry)(claim, repr(exc), retry_delay(1))
+            return
+        try:
+            if not self.identity.trusted():
+                # Our lease may have lapsed unseen: leave the task to whoever holds it next.
+                await _db(progress.do_schedule_retry)(claim, "lease not renewed", 0,
+                                                      count_attempt=False)  # fmt: skip
+                return
             upstream_id, job_ids = await self._send(task)
         except CircuitOpen:
             # Not the task's failure: back in the queue without spending an attempt.
-            await _db(progress.do_schedule_retry)(task_id, "circuit open", 0, count_attempt=False)
+            await _db(progress.do_schedule_retry)(claim, "circuit open", 0, count_attempt=False)
             return
         except UpstreamError as exc:
-            await self._failed(task, exc)
+            await self._failed(claim, task, exc)
             return
         except Exception as exc:
-            logger.exception("task_submit_crashed task=%s", task_id)
-            await self._failed(task, UpstreamError(repr(exc), permanent=False))
+            logger.exception("task_submit_crashed task=%s", claim.task_id)
+            await self._failed(claim, task, UpstreamError(repr(exc), permanent=False))
             return
-        still_wanted = await _db(progress.do_mark_submitted)(task_id, upstream_id, job_ids)
-        logger.info("task_submitted task=%s upstream=%s", task_id, upstream_id)
-        if not still_wanted and task.kind != TaskKind.MOCKUP:
+        try:
+            outcome = await _db(progress.do_mark_submitted)(claim, upstream_id, job_ids)
+        except Exception as exc:
+            # The upstream has the task; retrying resubmits with the same idempotency key and
+            # gets the same upstream task back.
+            logger.exception("task_record_failed task=%s upstream=%s", claim.task_id, upstream_id)
+            await _db(progress.do_schedule_retry)(claim, repr(exc), retry_delay(1),
+                                                  count_attempt=False)  # fmt: skip
+            return
+        logger.info("task_submitted task=%s upstream=%s outcome=%s",
+                    claim.task_id, upstream_id, outcome)  # fmt: skip
+        if outcome == Submission.UNWANTED and task.kind != TaskKind.MOCKUP:
             await self.cancel_upstream(upstream_id)
-        await self.apply_pending_webhooks(upstream_id)
+        if outcome == Submission.RUNNING:
+            self.on_submitted()  # deliveries that arrived before the id was recorded
 
-    async def _failed(self, task: Task, exc: UpstreamError) -> None:
+    async def _failed(self, claim: Claim, task: Task, exc: UpstreamError) -> None:
         if exc.permanent or task.attempts + 1 >= MAX_ATTEMPTS:
-            await _db(progress.do_fail_task)(task.pk, exc.code, str(exc), "submit")
+            await _db(progress.do_fail_task)(task.pk, exc.code, str(exc), "submit", claim=claim)
             return
         delay = retry_delay(task.attempts + 1)
         logger.warning("task_submit_retry task=%s attempt=%s delay=%.1f error=%s",
                        task.pk, task.attempts + 1, delay, exc)  # fmt: skip
-        await _db(progress.do_schedule_retry)(task.pk, str(exc), delay)
+        await _db(progress.do_schedule_retry)(claim, str(exc), delay)
 
     async def _send(self, task: Task) -> tuple[str, dict[int, str]]:
         params = task.params
+        key = str(task.pk)  # the upstream creates one task per key, however often we ask
         if task.kind == TaskKind.MOCKUP:
             body = {
                 "format": "png",
@@ -177,7 +186,7 @@ class TaskQueue:
                                     "layers": [{"type": "file", "url": task.input_url}]}],
                 }],
             }  # fmt: skip
-            [created] = await self.client.create_mockups(body)
+            [created] = await self.client.create_mockups(body, idempotency_key=key)
             return str(created["id"]), {}
         body = {
             "app_id": self.client.app_id,
@@ -187,11 +196,11 @@ class TaskQueue:
             "seed": params.get("seed"),
             "image_url": task.input_url,
         }
-        created = await self.client.create_generation(body)
+        created = await self.client.create_generation(body, idempotency_key=key)
         job_ids = {job["index"]: str(job["id"]) for job in created.get("jobs", [])}
         return str(created["id"]), job_ids
 
-    # --- cancellation, webhooks and reconciliation -----------------------------------------
+    # --- cancellation and reconciliation ---------------------------------------------------
 
     async def cancel_upstream(self, upstream_id: str) -> None:
         """Cancel a generation upstream (late results are ignored either way)."""
@@ -202,15 +211,27 @@ class TaskQueue:
         except UpstreamError as exc:
             logger.warning("upstream_cancel_failed upstream=%s error=%s", upstream_id, exc)
 
-    async def apply_pending_webhooks(self, upstream_id: str) -> None:
-        from jobs_app.webhooks import apply_pending_deliveries
+    async def cancel_if_mine(self, task_id: str, upstream_id: str) -> None:
+        """Cancel a cancelled task upstream when this worker followed it (one DELETE)."""
+        if await _db(claims.is_owner)(task_id, self.identity.id):
+            await self.cancel_upstream(upstream_id)
 
-        await apply_pending_deliveries(self.applier, upstream_id)
+    async def adopt_orphans(self) -> int:
+        """Take over running tasks of dead workers and read their state at once."""
+        adopted = await _db(claims.adopt_orphans)(self.identity.id)
+        if adopted:
+            logger.warning("tasks_adopted worker=%s count=%s", self.identity.id, len(adopted))
+            tasks = await _db(_tasks)([claim.task_id for claim in adopted])
+            await self._read_upstream(tasks)
+        return len(adopted)
 
     async def reconcile(self) -> None:
-        """Read every in-flight task from the upstream and apply what we missed."""
+        """Read every task this worker follows from the upstream and apply what we missed."""
         self._last_reconcile = asyncio.get_running_loop().time()
-        tasks = await _db(progress.running_tasks)()
+        await self._read_upstream(await _db(claims.owned_running_tasks)(self.identity.id))
+
+    async def _read_upstream(self, tasks: list[Task]) -> None:
+        """Queue each task's upstream state on its lane (after the reports queued before)."""
         mockups = [t for t in tasks if t.kind == TaskKind.MOCKUP]
         for task in tasks:
             if task.kind == TaskKind.MOCKUP:
@@ -219,13 +240,12 @@ class TaskQueue:
                 data = await self.client.get_generation(task.upstream_id)
             except UpstreamError as exc:
                 if exc.status == 404:
-                    await _db(progress.do_fail_task)(task.pk, "upstream_lost",
-                                                     "The upstream no longer knows this task.",
-                                                     "render")  # fmt: skip
+                    await self._lost(task)
                 continue
-            await self.applier.apply_generation(str(task.pk), data)
-        for start in range(0, len(mockups), 20):
-            batch = mockups[start : start + 20]
+            self.applier.in_lane(task.upstream_id, _apply(self.applier.apply_generation,
+                                                          str(task.pk), data))  # fmt: skip
+        for start in range(0, len(mockups), MOCKUP_IDS_PER_READ):
+            batch = mockups[start : start + MOCKUP_IDS_PER_READ]
             try:
                 found = await self.client.get_mockups([t.upstream_id for t in batch])
             except UpstreamError:
@@ -233,40 +253,28 @@ class TaskQueue:
             by_id = {str(item["id"]): item for item in found}
             for task in batch:
                 if task.upstream_id in by_id:
-                    await self.applier.apply_mockup(str(task.pk), by_id[task.upstream_id])
+                    data = by_id[task.upstream_id]
+                    self.applier.in_lane(task.upstream_id, _apply(self.applier.apply_mockup,
+                                                                  str(task.pk), data))  # fmt: skip
                 else:
                     # The list leaves unknown ids out (the 404 of a generation): no webhook
                     # will ever come for it, so waiting would only end at the deadline.
-                    await _db(progress.do_fail_task)(task.pk, "upstream_lost",
-                                                     "The upstream no longer knows this task.",
-                                                     "render")  # fmt: skip
+                    await self._lost(task)
+
+    async def _lost(self, task: Task) -> None:
+        await _db(progress.do_fail_task)(task.pk, "upstream_lost",
+                                         "The upstream no longer knows this task.",
+                                         "render")  # fmt: skip
+
+
+def _apply(function, task_id: str, data: dict):
+    async def report() -> None:
+        await function(task_id, data)
+
+    return report
 
 
 # --- database steps (sync; run through sync_to_async) ----------------------------------------
-
-
-@durable_transaction
-def claim_next() -> str | None:
-    """Claim the next dispatchable task with a conditional UPDATE; return its id."""
-    now = timezone.now()
-    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    candidates = dispatch_order().filter(due, claimed_at__isnull=True).values_list("id", flat=True)
-    for task_id in candidates[:5]:
-        # Uses the partial index task_queue_order; another dispatcher may win the row.
-        claimed = Task.objects.filter(
-            pk=task_id, status=TaskStatus.QUEUED, claimed_at__isnull=True
-        ).update(claimed_at=now)
-        if claimed == 1:
-            return str(task_id)
-    return None
-
-
-@durable_transaction
-def recover_claims() -> int:
-    """Release claims of tasks that never reached the upstream (the process stopped)."""
-    return Task.objects.filter(
-        status=TaskStatus.QUEUED, claimed_at__isnull=False, upstream_id__isnull=True
-    ).update(claimed_at=None)
 
 
 def _load(task_id: str) -> Task:
@@ -275,25 +283,11 @@ def _load(task_id: str) -> Task:
     return task
 
 
+def _tasks(task_ids: list[str]) -> list[Task]:
+    return list(Task.objects.filter(pk__in=task_ids, upstream_id__isnull=False))
+
+
 def _input_url(task: Task) -> str:
     if task.source_job_id:
         return settings.PUBLIC_BASE_URL + task.source_job.result_file.url
     return signed_upload_url(task.upload)
-
-
-def expire_deadlines() -> list[tuple[str, str | None]]:
-    """Cancel (reason `timeout`) the tasks past their deadline; return (id, upstream id)."""
-    horizon = timezone.now() - timedelta(seconds=settings.TASK_DEADLINE_SECONDS)
-    late = Task.objects.exclude(status__in=TASK_TERMINAL).filter(created_at__lt=horizon)
-    expired = []
-    for task in late.select_related("client_app"):
-        if do_cancel_task(task, CancelReason.TIMEOUT).did_cancel:
-            expired.append((str(task.pk), task.upstream_id))
-    return expired
-
-
-def refresh_queue_positions() -> None:
-    """Emit `queued` with the new position for every queued task whose place changed."""
-    for position, task in enumerate(dispatch_order().only("id", "kind", "queue_position"), 1):
-        if task.queue_position != position:
-            progress.do_update_queue_position(task.pk, position, eta_seconds(task, position))

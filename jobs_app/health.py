@@ -28,7 +28,7 @@ def _unavailable(code: str, message: str, **fields) -> JsonResponse:
 
 
 async def health_view(request: HttpRequest) -> JsonResponse:
-    """Answer as long as the process serves requests (with its background work's state)."""
+    """Answer as long as the process serves requests (with its worker's state, if it has one)."""
     from jobs_app.worker import background
 
     return _ok(service="photobooth", **background.status())

@@ -1,13 +1,25 @@
-"""Prometheus counters of the event pipeline, served at /metrics (per process)."""
+"""Prometheus metrics of the event pipeline, served at /metrics by each process.
+
+Every process keeps its own series and `/metrics` labels each with `process`; Prometheus
+scrapes every daphne process on its own port and PromQL sums (docs/operations.md "Metrics").
+Not prometheus_client's multiprocess mode: it needs one directory shared by processes started
+together, and the gauges of a process killed with -9 stay in it until someone cleans up.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+import os
+import socket
+from collections.abc import Iterator
+
+from django.conf import settings
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 CONNECTIONS_OPENED = Counter(
     "photobooth_stream_connections_opened", "Streams opened", ["transport", "scope"]
 )
-CONNECTIONS_OPEN = Gauge("photobooth_stream_connections_open", "Streams open now", ["transport"])
 CONNECTIONS_REFUSED = Counter(
     "photobooth_stream_connections_refused", "Streams refused", ["transport", "reason"]
 )
@@ -27,3 +39,57 @@ GAPS_REPAIRED = Counter(
     "Lost channel-layer messages refilled from the log",
     ["transport"],
 )
+STREAM_REGISTRY_ERRORS = Counter(
+    "photobooth_stream_registry_errors",
+    "Calls to the Redis stream registry that failed (the cap then counts this process only)",
+    ["operation"],
+)
+
+OPEN_STREAMS_HELP = "Streams this process holds open now"
+
+
+class OpenStreamsCollector(Collector):
+    """Read this process's open streams from the registry at scrape time.
+
+    Counted, not kept up with inc()/dec(), so no error path can leave the gauge off.
+    """
+
+    def describe(self) -> list[Metric]:
+        # Without describe() the registry would call collect() at import time.
+        return [GaugeMetricFamily("photobooth_stream_connections_open", OPEN_STREAMS_HELP)]
+
+    def collect(self) -> Iterator[Metric]:
+        from jobs_app.stream_registry import TRANSPORTS, open_streams_here
+
+        family = GaugeMetricFamily(
+            "photobooth_stream_connections_open", OPEN_STREAMS_HELP, labels=["transport"]
+        )
+        counts = open_streams_here()
+        for transport in TRANSPORTS:
+            family.add_metric([transport], counts[transport])
+        yield family
+
+
+REGISTRY.register(OpenStreamsCollector())
+
+
+def process_name() -> str:
+    """Return this process's `process` label: METRICS_PROCESS_NAME, else host:pid."""
+    return settings.METRICS_PROCESS_NAME or f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ProcessLabelled(Collector):
+    """Add a `process` label to every sample of a registry."""
+
+    def __init__(self, registry: Collector, process: str) -> None:
+        self.registry = registry
+        self.process = process
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            labelled = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            labelled.samples = [
+                sample._replace(labels={**sample.labels, "process": self.process})
+                for sample in metric.samples
+            ]
+            yield labelled

@@ -1,4 +1,4 @@
-"""Uploads, tasks, jobs, the durable event log and webhook deliveries."""
+"""Uploads, tasks, jobs, the durable event log, webhook deliveries, workers and leases."""
 
 from __future__ import annotations
 
@@ -31,6 +31,47 @@ class Upload(models.Model):
 
     def __str__(self) -> str:
         return f"upload {self.id}"
+
+
+class Worker(models.Model):
+    """One start of a process doing background work (`manage.py worker` or `serve`).
+
+    Each start gets a fresh id (never the host or pod name: a restarted process must not
+    inherit a dead one's claims). The worker is alive while `lease_expires_at` (database
+    time) lies ahead; it renews the lease every few seconds. Tasks it claimed point at it, so
+    one UPDATE of this row keeps all its claims alive, and an expired row frees them all.
+    """
+
+    id = models.CharField(primary_key=True, max_length=64, editable=False)
+    name = models.CharField(max_length=200, help_text="host:pid, for people")
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    lease_expires_at = models.DateTimeField()
+    # The upstream app id its event socket uses (changes after a 4015 takeover).
+    app_id = models.CharField(max_length=120, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"worker {self.name} ({self.id[:8]})"
+
+
+class Lease(models.Model):
+    """A named singleton duty held by one worker at a time (jobs_app.leases).
+
+    A row, not a PostgreSQL advisory lock: a session lock dies silently with a pooled
+    connection. `epoch` grows with every new holder, so an old holder can never renew or act
+    on a newer holder's term.
+    """
+
+    name = models.CharField(primary_key=True, max_length=64)
+    holder = models.CharField(max_length=64)
+    epoch = models.PositiveBigIntegerField(default=0)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"lease {self.name} (epoch {self.epoch})"
 
 
 class Task(models.Model):
@@ -67,8 +108,15 @@ class Task(models.Model):
     cancel_reason = models.CharField(max_length=16, choices=CancelReason.choices, blank=True)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     request_digest = models.CharField(max_length=64, blank=True)
-    # The dispatcher's bookkeeping (jobs_app.dispatcher): who claimed the task for submission,
-    # how often submission failed, and when it may be tried again.
+    # The dispatcher's bookkeeping (jobs_app.claims): which worker holds the task (to submit
+    # it, then to follow it upstream), the fencing token of that claim, how often submission
+    # failed, and when it may be tried again. `claim_epoch` grows with every claim, and every
+    # write by a holder is conditional on it, so a worker whose claim was taken over can no
+    # longer write.
+    claimed_by = models.ForeignKey(
+        Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+    )
+    claim_epoch = models.PositiveBigIntegerField(default=0)
     claimed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

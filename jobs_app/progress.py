@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from uuid import UUID
 
 from django.utils import timezone
 
 from jobs_app.actions import advance_job, advance_task
+from jobs_app.claims import Claim
 from jobs_app.events import publish_event
 from jobs_app.models import Job, Task
 from jobs_app.states import JOB_TERMINAL, JobStatus, TaskKind, TaskStatus
@@ -60,44 +62,85 @@ def _catch_up_start(task: Task, job: Job) -> None:
             publish_event(task, event, job=job, jobIndex=job.index, workerName=job.worker_name)
 
 
-@durable_transaction
-def do_mark_submitted(task_id: UUID | str, upstream_id: str, job_ids: dict[int, str]) -> bool:
-    """Record the upstream's id for a task and move it to running.
+class Submission(StrEnum):
+    """What recording a submission did (do_mark_submitted)."""
 
-    Return False when the task finished meanwhile (cancelled while being submitted): the
-    caller then cancels it upstream, and late reports are ignored.
+    RUNNING = "running"  # recorded; the task runs upstream
+    UNWANTED = "unwanted"  # the task finished meanwhile: cancel it upstream
+    FENCED = "fenced"  # our claim was taken over: the new holder owns the task now
+
+
+def _holds(task: Task, claim: Claim) -> bool:
+    """Return whether `claim` is still the task's claim (the fencing check), logging if not."""
+    if task.claimed_by_id == claim.worker_id and task.claim_epoch == claim.epoch:
+        return True
+    logger.warning(
+        "claim_fenced task=%s worker=%s epoch=%s holder=%s holder_epoch=%s",
+        task.pk, claim.worker_id, claim.epoch, task.claimed_by_id, task.claim_epoch,
+    )  # fmt: skip
+    return False
+
+
+@durable_transaction
+def do_mark_submitted(claim: Claim, upstream_id: str, job_ids: dict[int, str]) -> Submission:
+    """Record the upstream's id for a claimed task and move it to running.
+
+    The caller holds `claim`; nothing is written unless it is still the task's claim. A task
+    that finished while being submitted (cancelled) keeps the id, so late reports match it,
+    and the caller cancels it upstream.
     """
-    task = _locked(task_id)
+    task = _locked(claim.task_id)
+    if task.upstream_id and task.upstream_id != upstream_id:
+        # Idempotency keys make this impossible with a conforming upstream; keep the first.
+        logger.error("upstream_id_conflict task=%s kept=%s got=%s",
+                     task.pk, task.upstream_id, upstream_id)  # fmt: skip
+        return Submission.FENCED
+    if task.is_finished:
+        if not task.upstream_id:
+            Task.objects.filter(pk=task.pk).update(upstream_id=upstream_id)
+        return Submission.UNWANTED
+    if not _holds(task, claim):
+        return Submission.FENCED
     Task.objects.filter(pk=task.pk).update(upstream_id=upstream_id)
     task.upstream_id = upstream_id
     for index, job_upstream_id in job_ids.items():
         Job.objects.filter(task=task, index=index).update(upstream_id=job_upstream_id)
-    if task.is_finished:
-        return False
     advance_task(task, TaskStatus.RUNNING, queue_position=None, eta_seconds=None)
-    return True
+    return Submission.RUNNING
 
 
 @durable_transaction
 def do_schedule_retry(
-    task_id: UUID | str, error: str, delay_seconds: float, *, count_attempt: bool = True
-) -> None:
-    """Put a task whose submission failed transiently back in the queue for later."""
-    task = _locked(task_id)
-    if task.status != TaskStatus.QUEUED:
-        return
+    claim: Claim, error: str, delay_seconds: float, *, count_attempt: bool = True
+) -> bool:
+    """Put a task whose submission failed transiently back in the queue for later.
+
+    Releases the claim; returns False (and changes nothing) when the claim was taken over.
+    """
+    task = _locked(claim.task_id)
+    if task.status != TaskStatus.QUEUED or not _holds(task, claim):
+        return False
     Task.objects.filter(pk=task.pk).update(
+        claimed_by=None,
         claimed_at=None,
         attempts=task.attempts + int(count_attempt),
         next_attempt_at=timezone.now() + timedelta(seconds=delay_seconds),
         last_error=error[:2000],
     )
+    return True
 
 
 @durable_transaction
-def do_fail_task(task_id: UUID | str, code: str, message: str, stage: str) -> bool:
-    """Fail a task for good; its unfinished jobs fail with it (without events of their own)."""
+def do_fail_task(
+    task_id: UUID | str, code: str, message: str, stage: str, *, claim: Claim | None = None
+) -> bool:
+    """Fail a task for good; its unfinished jobs fail with it (without events of their own).
+
+    With `claim` (a submission that failed for good) only while that claim still holds.
+    """
     task = _locked(task_id)
+    if claim is not None and not _holds(task, claim):
+        return False
     if not advance_task(task, TaskStatus.FAILED, error_code=code, error_message=message[:2000]):
         return False
     for job in task.jobs.exclude(status__in=JOB_TERMINAL):
@@ -236,15 +279,6 @@ def _finish_when_done(task: Task) -> None:
     publish_event(task, "completed", imageUrls=[job.result_file.url for job in done],
                   completedJobs=len(done), totalJobs=len(jobs), totalTimeMs=total_ms)  # fmt: skip
     logger.info("task_completed task=%s jobs=%s/%s ms=%s", task.pk, len(done), len(jobs), total_ms)
-
-
-def running_tasks() -> list[Task]:
-    """Return the tasks that are out with the upstream (for reconciliation)."""
-    return list(
-        Task.objects.filter(status=TaskStatus.RUNNING, upstream_id__isnull=False).order_by(
-            "created_at"
-        )
-    )
 
 
 def unfinished_job_indexes(task_id: UUID | str) -> set[int]:

@@ -83,7 +83,7 @@ class EventStreamConsumer(StreamConsumerMixin, AsyncHttpConsumer):
             await self._refuse(exc.status_code, exc.default_code, str(exc.detail))
             return
         try:
-            stream = self.new_stream(self.session, stream_scope, settings.STREAM_MAX_SECONDS)
+            stream = await self.new_stream(self.session, stream_scope, settings.STREAM_MAX_SECONDS)
         except TooManyStreams as exc:
             await self._refuse(429, exc.default_code, str(exc.detail), {"Retry-After": "5"})
             return

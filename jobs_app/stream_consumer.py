@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+
 from jobs_app import metrics
 from jobs_app.stream_access import TooManyStreams
-from jobs_app.stream_registry import OpenStream, registry
+from jobs_app.stream_registry import OpenStream, StreamRegistry, get_registry
 from jobs_app.streams import EventStream, StreamOverflow, StreamScope
 
 
@@ -15,8 +17,23 @@ class StreamConsumerMixin:
 
     transport: str
     stream: EventStream | None = None
+    # The registry that counted the stream releases it, even if settings change meanwhile.
+    stream_registry: StreamRegistry | None = None
 
-    def new_stream(self, session, scope: StreamScope, lifetime: float | None) -> EventStream:
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        """Run the consumer, then free its stream slot however it ended.
+
+        Channels calls `disconnect()` only when the client goes away; a handler that raised
+        or a task that daphne cancelled (application_close_timeout) ends here too.
+        """
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.release_stream()
+
+    async def new_stream(self, session, scope: StreamScope, lifetime: float | None) -> EventStream:
         """Create the connection's stream, registered against the per-session cap.
 
         Raise TooManyStreams when the session already holds the most streams it may.
@@ -32,12 +49,16 @@ class StreamConsumerMixin:
             finish=self._finish,
             lifetime_seconds=lifetime,
         )
-        if not registry.register(
-            stream.connection_id, OpenStream(self.transport, scope.kind, str(session.pk))
-        ):
+        registry = get_registry()
+        counted = OpenStream(
+            transport=self.transport, scope_kind=scope.kind, session_id=str(session.pk)
+        )
+        if not await registry.register(stream.connection_id, counted):
             metrics.CONNECTIONS_REFUSED.labels(self.transport, TooManyStreams.default_code).inc()
             raise TooManyStreams()
-        self.stream = stream
+        # No await between registering and keeping the stream: release_stream() sees it.
+        self.stream, self.stream_registry = stream, registry
+        metrics.CONNECTIONS_OPENED.labels(self.transport, scope.kind).inc()
         return stream
 
     async def event_published(self, message: dict[str, Any]) -> None:
@@ -51,8 +72,12 @@ class StreamConsumerMixin:
             await self._finish("overflow")
 
     async def release_stream(self) -> None:
-        """Unregister the stream and leave its groups (idempotent)."""
-        if self.stream is not None:
-            stream, self.stream = self.stream, None
-            registry.unregister(stream.connection_id)
+        """Free the stream's slot and leave its groups (idempotent)."""
+        if self.stream is None:
+            return
+        stream, self.stream = self.stream, None
+        try:
+            # First, and never raising: the session may open another stream at once.
+            await self.stream_registry.unregister(stream.connection_id)
+        finally:
             await stream.close()

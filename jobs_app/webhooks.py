@@ -1,4 +1,9 @@
-"""`POST /webhooks/mockup-api`: verify (Standard Webhooks), store, deduplicate, apply.
+"""`POST /webhooks/mockup-api`: verify (Standard Webhooks), store, deduplicate, answer.
+
+The request only verifies, stores and commits, then rings the workers' doorbell and answers
+(204 for a known task, 202 while the task is not known yet): applying a delivery (result
+downloads included) is the workers' business (jobs_app.inbox), so a stored delivery is applied
+even if this process dies right after answering.
 
 Verification is written out here rather than taken from the `standardwebhooks` package (which
 the built-in API signs with, and our tests verify against): the contract needs its outcomes
@@ -22,12 +27,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from jobs_app.applier import UpstreamApplier
+from jobs_app import doorbell
 from jobs_app.models import Task, WebhookDelivery, WebhookOutcome, WebhookVerdict
-from jobs_app.states import TaskKind
 from photobooth.db import durable_transaction
 from photobooth.errors import error_body, method_not_allowed
 
@@ -95,7 +98,7 @@ def _parse_signatures(header: str) -> list[bytes]:
 class Received:
     status: int
     delivery_id: int | None = None
-    apply: bool = False
+    ring: bool = False  # a delivery now waits for the workers
 
 
 def receive(headers: dict[str, str], body: bytes) -> Received:
@@ -147,16 +150,17 @@ def _store_verified(
     except IntegrityError:
         # The same delivery raced in on another request; that one decides.
         return _duplicate(WebhookDelivery.objects.get(webhook_id=webhook_id, verdict="verified"))
-    if task is None:
-        return Received(status=202, delivery_id=delivery.pk)  # applied once the task is known
-    return Received(status=204, delivery_id=delivery.pk, apply=True)
+    # 202: applied as soon as the task is known (its submission is being recorded).
+    return Received(status=204 if task else 202, delivery_id=delivery.pk, ring=True)
 
 
 def _duplicate(earlier: WebhookDelivery) -> Received:
+    if earlier.outcome == WebhookOutcome.FAILED:
+        # Applying failed (e.g. a download): the sender's retry is our cue to try again.
+        WebhookDelivery.objects.filter(pk=earlier.pk).update(outcome=WebhookOutcome.PENDING)
+        return Received(status=202, delivery_id=earlier.pk, ring=True)
     if earlier.outcome == WebhookOutcome.PENDING:
         return Received(status=202, delivery_id=earlier.pk)
-    if earlier.outcome == WebhookOutcome.FAILED:
-        return Received(status=204, delivery_id=earlier.pk, apply=True)  # try again
     return Received(status=204, delivery_id=earlier.pk)
 
 
@@ -173,69 +177,6 @@ def _parse_body(body: bytes) -> dict[str, Any]:
     return payload
 
 
-async def apply_delivery(applier: UpstreamApplier, delivery_id: int) -> str:
-    """Apply a stored, verified delivery to its task; record and return the outcome."""
-    delivery, task = await sync_to_async(_delivery_and_task)(delivery_id)
-    if task is None:
-        return WebhookOutcome.PENDING
-    payload = json.loads(delivery.body)
-    before = await sync_to_async(_task_version)(task.pk)
-    try:
-        if task.kind == TaskKind.MOCKUP:
-            await applier.apply_mockup(str(task.pk), payload["data"])
-        else:
-            await applier.apply_generation(str(task.pk), payload["data"])
-    except Exception as exc:
-        logger.exception("webhook_apply_failed delivery=%s", delivery_id)
-        await sync_to_async(_record)(delivery_id, WebhookOutcome.FAILED, repr(exc))
-        return WebhookOutcome.FAILED
-    moved = await sync_to_async(_task_version)(task.pk) != before
-    outcome = WebhookOutcome.APPLIED if moved else WebhookOutcome.NO_CHANGE
-    await sync_to_async(_record)(delivery_id, outcome, "")
-    return outcome
-
-
-def reapply_delivery(delivery_id: int) -> str:
-    """Apply a stored delivery again (the admin's action); return the outcome."""
-    from jobs_app.server_loop import run_on_server_loop
-    from jobs_app.worker import background
-
-    return run_on_server_loop(apply_delivery, background.applier(), delivery_id)
-
-
-async def apply_pending_deliveries(applier: UpstreamApplier, upstream_id: str) -> None:
-    """Apply the deliveries that arrived before we knew the task (now we do)."""
-    ids = await sync_to_async(_pending_ids)(upstream_id)
-    for delivery_id in ids:
-        await apply_delivery(applier, delivery_id)
-
-
-def _delivery_and_task(delivery_id: int) -> tuple[WebhookDelivery, Task | None]:
-    delivery = WebhookDelivery.objects.get(pk=delivery_id)
-    task = delivery.task or Task.objects.filter(upstream_id=delivery.upstream_task_id).first()
-    if task is not None and delivery.task_id is None:
-        WebhookDelivery.objects.filter(pk=delivery_id).update(task=task)
-    return delivery, task
-
-
-def _pending_ids(upstream_id: str) -> list[int]:
-    pending = WebhookDelivery.objects.filter(
-        upstream_task_id=upstream_id, outcome=WebhookOutcome.PENDING, verdict="verified"
-    )
-    return list(pending.order_by("received_at").values_list("pk", flat=True))
-
-
-def _task_version(task_id) -> int:
-    """Return the task's newest event number: it moves exactly when something changed."""
-    return Task.objects.values_list("last_event_seq", flat=True).get(pk=task_id)
-
-
-def _record(delivery_id: int, outcome: str, error: str) -> None:
-    WebhookDelivery.objects.filter(pk=delivery_id).update(
-        outcome=outcome, error=error, applied_at=timezone.now()
-    )
-
-
 @csrf_exempt
 async def mockup_api_webhook_view(request: HttpRequest) -> HttpResponse:
     """Receive a webhook of the mockup API."""
@@ -246,8 +187,6 @@ async def mockup_api_webhook_view(request: HttpRequest) -> HttpResponse:
         received = await sync_to_async(receive)(headers, request.body)
     except WebhookRejected as rejected:
         return JsonResponse(error_body(rejected.code, str(rejected)), status=rejected.status)
-    if received.apply:
-        from jobs_app.worker import background
-
-        await apply_delivery(background.applier(), received.delivery_id)
+    if received.ring:
+        await doorbell.aring(doorbell.INBOX)
     return HttpResponse(status=received.status)

@@ -1,93 +1,177 @@
-"""The background work of a server process: the task queue and the upstream event socket.
+"""A worker: the background work of a process, wired together and started on its event loop.
 
-Started once per process on the server's event loop (by the ASGI application on its first
-call, or at once by `manage.py serve`), never in AppConfig.ready(): management commands and
-tests import the project without serving it.
+`manage.py worker` runs only this; `manage.py serve` runs it beside the web server (the
+embedded default); web processes (plain daphne, `serve --no-worker`) run none of it. Parts:
+
+- the worker's identity and lease (jobs_app.leases), renewed every WORKER_RENEW_SECONDS; a
+  worker that finds its lease expired takes a fresh identity (its old claims are adopted);
+- the task queue (claims and submissions, reconciliation of its tasks, adoption of orphans);
+- the upstream event socket and the applier of upstream reports;
+- the inbox of stored webhook deliveries;
+- the leader's singleton duties (positions, deadlines, catalog, housekeeping);
+- the doorbell: rings from web processes and actions wake the right part at once.
+
+State changes never import this module; they ring the doorbell (jobs_app.doorbell).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from jobs_app import upstream
+from jobs_app import doorbell, leases, upstream
 from jobs_app.applier import UpstreamApplier
+from jobs_app.claims import release_forgotten
 from jobs_app.dispatcher import TaskQueue
-from jobs_app.maintenance import run_maintenance
+from jobs_app.inbox import Inbox
+from jobs_app.leader import Leader
+from jobs_app.leases import WorkerIdentity
 from jobs_app.upstream.socket import UpstreamSocket
 
 logger = logging.getLogger(__name__)
 
+_db = sync_to_async
+REGISTER_RETRY_SECONDS = 2.0
+DRAIN_SECONDS = 10
+
 
 class BackgroundWork:
-    """The task queue and the upstream socket of this process, started at most once."""
+    """This process's worker, started at most once."""
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.identity: WorkerIdentity | None = None
         self.queue: TaskQueue | None = None
         self.socket: UpstreamSocket | None = None
+        self.inbox: Inbox | None = None
+        self.leader: Leader | None = None
+        self.applier: UpstreamApplier | None = None
         self.tasks: list[asyncio.Task] = []
-        self._applier: UpstreamApplier | None = None
+        self._stopping = asyncio.Event()
 
-    def applier(self) -> UpstreamApplier:
-        """Return the process's applier of upstream reports (for webhooks and the admin too)."""
-        if self._applier is None:
-            self._applier = UpstreamApplier(upstream.get_client())
-        return self._applier
+    @property
+    def running(self) -> bool:
+        return self.loop is not None
 
-    def ensure_started(self) -> None:
-        """Start on the running loop unless already running there (single-flight)."""
-        loop = asyncio.get_running_loop()
-        if self.loop is loop or not settings.TASK_QUEUE_AUTOSTART:
+    def start(self) -> None:
+        """Start the worker on the running loop (once)."""
+        if self.loop is not None:
             return
-        self.start(loop)
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop = asyncio.get_running_loop()
         client = upstream.get_client()
-        applier = self.applier()
         self.loop = loop
-        self.queue = TaskQueue(client, applier)
-        self.socket = UpstreamSocket(client, applier.on_socket_message, self.queue.reconcile)
-        self.tasks = [
-            loop.create_task(self.queue.run(), name="photobooth-task-queue"),
-            loop.create_task(self.socket.run(), name="photobooth-upstream-socket"),
-            loop.create_task(run_maintenance(), name="photobooth-housekeeping"),
-        ]
-        logger.info("background_work_started app_id=%s", client.app_id)
+        self._stopping = asyncio.Event()
+        self.identity = WorkerIdentity(id=leases.new_worker_id(), name=leases.worker_name())
+        self.applier = UpstreamApplier(client)
+        self.queue = TaskQueue(client, self.applier, self.identity)
+        self.inbox = Inbox(self.applier, self.identity)
+        self.queue.on_submitted = self.inbox.wake.set
+        self.socket = UpstreamSocket(client, self.applier.on_socket_message, self.queue.reconcile)
+        self.leader = Leader(client, self.identity)
+        self.tasks = [loop.create_task(self._run(), name="photobooth-worker")]
+
+    async def _run(self) -> None:
+        await self._register()
+        loop = asyncio.get_running_loop()
+        parts = {
+            "lease": self._keep_lease(),
+            "task-queue": self.queue.run(),
+            "upstream-socket": self.socket.run(),
+            "inbox": self.inbox.run(),
+            "leader": self.leader.run(),
+            "doorbell": doorbell.listen(self._on_ring, self._stopping),
+        }
+        self.tasks += [loop.create_task(c, name=f"photobooth-{n}") for n, c in parts.items()]
+        logger.info("worker_started worker=%s name=%s app_id=%s",
+                    self.identity.id, self.identity.name, self.queue.client.app_id)  # fmt: skip
+
+    async def _register(self) -> None:
+        """Register this start's worker row, retrying while the database is away."""
+        while True:
+            try:
+                await _db(leases.expire_dead_local_workers)()
+                await _db(leases.register_worker)(self.identity, self.queue.client.app_id)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker_register_failed")
+                await asyncio.sleep(REGISTER_RETRY_SECONDS)
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease, adopt orphaned tasks and release forgotten claims, on a beat."""
+        identity, queue = self.identity, self.queue
+        while True:
+            await asyncio.sleep(settings.WORKER_RENEW_SECONDS)
+            try:
+                if not await _db(leases.renew_worker)(identity, queue.client.app_id):
+                    logger.error("worker_lease_lost worker=%s: taking a fresh identity",
+                                 identity.id)  # fmt: skip
+                    identity.id = leases.new_worker_id()
+                    await _db(leases.register_worker)(identity, queue.client.app_id)
+                await queue.adopt_orphans()
+                await _db(release_forgotten)(identity.id, set(queue.submitting))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker_lease_round_failed worker=%s", identity.id)
+
+    def _on_ring(self, message: dict[str, Any]) -> None:
+        what = message.get("what")
+        if what == doorbell.QUEUE:
+            self.queue.wake.set()
+        elif what == doorbell.INBOX:
+            self.inbox.wake.set()
+        elif what == doorbell.CANCEL:
+            task_id, upstream_id = message.get("taskId"), message.get("upstreamId")
+            if isinstance(task_id, str) and isinstance(upstream_id, str):
+                job = asyncio.create_task(self.queue.cancel_if_mine(task_id, upstream_id))
+                self.tasks.append(job)
+                job.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task) -> None:
+        if task in self.tasks:
+            self.tasks.remove(task)
 
     async def stop(self) -> None:
-        """Stop taking new work; let submissions in flight finish (graceful shutdown)."""
+        """Stop taking new work, let submissions in flight finish, give the claims back."""
+        if self.loop is None:
+            return
+        self._stopping.set()
         if self.queue is not None:
             self.queue.stopping = True
             if self.queue.in_flight:
-                await asyncio.wait(self.queue.in_flight, timeout=10)
+                await asyncio.wait(self.queue.in_flight, timeout=DRAIN_SECONDS)
         for task in self.tasks:
             task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks = []
+        if self.identity is not None:
+            try:
+                # Our claims are free at once: another worker adopts them without waiting
+                # for the lease to run out.
+                await _db(leases.retire_worker)(self.identity)
+            except Exception:
+                logger.exception("worker_retire_failed worker=%s", self.identity.id)
         self.loop = None
+        logger.info("worker_stopped pid=%s", os.getpid())
 
-    def status(self) -> dict[str, str]:
-        """Return what /health reports about this process's background work."""
+    def status(self) -> dict[str, Any]:
+        """Return what /health reports about this process's worker."""
         if self.loop is None:
-            return {"taskQueue": "not started", "upstreamSocket": "not started"}
-        socket = self.socket
+            return {"worker": "not in this process"}
+        socket, leader = self.socket, self.leader
         return {
-            "taskQueue": "running" if any(not t.done() for t in self.tasks) else "stopped",
+            "worker": "running" if any(not t.done() for t in self.tasks) else "stopped",
+            "workerId": self.identity.id if self.identity else None,
+            "leader": bool(leader and leader.is_leader),
             "upstreamSocket": "connected" if socket and socket.connected.is_set() else "down",
         }
-
-    def wake_queue(self) -> None:
-        """Tell the queue there is new work (thread-safe; a no-op when not running here)."""
-        if self.loop is not None and self.queue is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.queue.wake.set)
-
-    def cancel_upstream(self, upstream_id: str) -> None:
-        """Cancel a task upstream from sync code (after the cancellation committed)."""
-        if self.queue is None or self.loop is None or self.loop.is_closed():
-            return
-        asyncio.run_coroutine_threadsafe(self.queue.cancel_upstream(upstream_id), self.loop)
 
 
 background = BackgroundWork()

@@ -28,6 +28,12 @@ _AUTH_ERRORS = {
 class EventSocketConsumer(AsyncJsonWebsocketConsumer):
     """Authenticate one app id's socket and stream its generation tasks' messages."""
 
+    # No channel layer. Channels gives every consumer a channel on the default layer and listens
+    # on it, so with Redis (our layer) down the socket crashed and the stand-in's tasks failed.
+    # This consumer publishes through mockup_api.connections, never the layer, and in Channels
+    # 4.3 an alias with no CHANNEL_LAYERS entry makes get_channel_layer() return None, so
+    # __call__ creates no channel and awaits the client alone. It also has no groups to join.
+    channel_layer_alias = None
     connection: Connection | None = None
     pump: asyncio.Task | None = None
 

@@ -47,6 +47,17 @@ class NotFound(MockupApiError):
     default_message = "Not found."
 
 
+class IdempotencyKeyReused(MockupApiError):
+    """The Idempotency-Key was first used with another method, path or body."""
+
+    status = 422
+    code = "idempotency_key_reused"
+    default_message = (
+        "This Idempotency-Key was already used with a different request; "
+        "send a new key for a new request."
+    )
+
+
 class RateLimited(MockupApiError):
     """The key's token bucket is empty."""
 

@@ -1,6 +1,7 @@
-"""The stand-in's task records, kept in memory: it runs in one process, like a toy remote service.
+"""The stand-in's records, kept in memory: it runs in one process, like a toy remote service.
 
-Every mutation happens on the event loop in plain (non-async) code, so records never need locks.
+Tasks, the responses remembered per Idempotency-Key, and counts of what was created. Every
+mutation happens on the event loop in plain (non-async) code, so records never need locks.
 If you add a field to a record, add it to its `to_dict()` too.
 """
 
@@ -17,6 +18,7 @@ TaskStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 JobStatus = Literal["queued", "initiating", "started", "completed", "failed", "cancelled"]
 FINAL_JOB_STATUSES = frozenset({"completed", "failed", "cancelled"})
 FINAL_TASK_STATUSES = frozenset({"completed", "failed", "cancelled"})
+IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600  # Stripe's window: a retry a day later is a new request
 
 
 def iso(moment: datetime) -> str:
@@ -194,23 +196,90 @@ class MockupTask:
         }
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdempotentResponse:
+    """The response of the first successful request with an Idempotency-Key, kept for replays."""
+
+    fingerprint: str  # sha256 of method, path and raw body: a reuse must match it
+    status: int
+    body: bytes  # exactly what the first request got, so a replay is byte-identical
+    task_ids: tuple[str, ...]
+    created_at: datetime = field(default_factory=now)
+
+
+IdempotencyScope = tuple[str, str]  # (credential digest, Idempotency-Key): keys are per account
+
+
+class CreationStatsDict(TypedDict):
+    generationTasksCreated: int
+    mockupTasksCreated: int
+    idempotentReplays: int
+    createdByKey: dict[str, int]
+
+
+@dataclass(kw_only=True)
+class CreationStats:
+    """Count what the API created, so tests in other processes can prove "exactly once"."""
+
+    generation_tasks: int = 0
+    mockup_tasks: int = 0
+    idempotent_replays: int = 0
+    # Cumulative, not pruned with the keys: a key reused after 24 h must show up as 2, not 1.
+    by_key: dict[IdempotencyScope, int] = field(default_factory=dict)
+
+    def to_dict(self, owner: str) -> CreationStatsDict:
+        """Return the totals, and the per-key counts of one owner's (credential digest's) keys."""
+        return {
+            "generationTasksCreated": self.generation_tasks,
+            "mockupTasksCreated": self.mockup_tasks,
+            "idempotentReplays": self.idempotent_replays,
+            "createdByKey": {
+                key: count for (holder, key), count in self.by_key.items() if holder == owner
+            },
+        }
+
+
 class TaskStore:
-    """Hold every task by id; finished ones are forgotten after MOCKUP_API_RESULT_TTL_SECONDS."""
+    """Hold every task by id; finished ones are forgotten after MOCKUP_API_RESULT_TTL_SECONDS.
+
+    Idempotency keys are forgotten IDEMPOTENCY_KEY_TTL_SECONDS after their first use.
+    """
 
     def __init__(self) -> None:
         self.generation: dict[str, GenerationTask] = {}
         self.mockup: dict[str, MockupTask] = {}
+        self.idempotency: dict[IdempotencyScope, IdempotentResponse] = {}
+        self.stats = CreationStats()
 
     def add(self, task: GenerationTask | MockupTask) -> None:
         """Keep `task`, pruning expired ones on the way (there is no other reaper)."""
         self.prune()
         if isinstance(task, GenerationTask):
             self.generation[task.id] = task
+            self.stats.generation_tasks += 1
         else:
             self.mockup[task.id] = task
+            self.stats.mockup_tasks += 1
+
+    def recall(self, scope: IdempotencyScope) -> IdempotentResponse | None:
+        """Return the response remembered for `scope`, unless it is older than the key window."""
+        remembered = self.idempotency.get(scope)
+        # prune() only runs when something is added, so a stale entry may still be here.
+        if remembered is None or remembered.created_at < self._key_horizon():
+            return None
+        return remembered
+
+    def remember(self, scope: IdempotencyScope, response: IdempotentResponse) -> None:
+        """Keep the first response of `scope` and count the tasks it created under that key."""
+        self.prune()
+        self.idempotency[scope] = response
+        self.stats.by_key[scope] = self.stats.by_key.get(scope, 0) + len(response.task_ids)
+
+    def _key_horizon(self) -> datetime:
+        return now() - timedelta(seconds=IDEMPOTENCY_KEY_TTL_SECONDS)
 
     def prune(self) -> None:
-        """Forget the tasks whose results have expired."""
+        """Forget the tasks whose results have expired, and the idempotency keys past 24 h."""
         horizon = now() - timedelta(seconds=settings.MOCKUP_API_RESULT_TTL_SECONDS)
         for tasks in (self.generation, self.mockup):
             expired = [
@@ -220,11 +289,17 @@ class TaskStore:
             ]
             for task_id in expired:
                 del tasks[task_id]
+        key_horizon = self._key_horizon()
+        stale = [s for s, r in self.idempotency.items() if r.created_at < key_horizon]
+        for scope in stale:
+            del self.idempotency[scope]
 
     def reset(self) -> None:
-        """Forget every task (tests)."""
+        """Forget every task, key and count (tests)."""
         self.generation.clear()
         self.mockup.clear()
+        self.idempotency.clear()
+        self.stats = CreationStats()
 
 
 store = TaskStore()

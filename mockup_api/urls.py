@@ -13,5 +13,6 @@ urlpatterns = [
     path("v2/generation-tasks/<str:task_id>", views.generation_task, name="generation-task"),
     path("v2/mockup-tasks", views.mockup_tasks, name="mockup-tasks"),
     path("v2/debug/connections", views.debug_connections, name="debug-connections"),
+    path("v2/debug/stats", views.debug_stats, name="debug-stats"),
     re_path(rf"^v2/files/(?P<name>{NAME_PATTERN})$", views.hosted_file, name="file"),
 ]

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from mockup_api import files, generation, mockups
+from mockup_api import files, generation, idempotency, mockups
 from mockup_api.catalog import CATALOG_PRODUCTS
 from mockup_api.connections import registry
 from mockup_api.errors import (
@@ -42,6 +42,14 @@ def _api_key(request: HttpRequest) -> str | None:
     if not hmac.compare_digest(key.strip().encode(), settings.MOCKUP_API_KEY.encode()):
         return None
     return key.strip()
+
+
+def _credential(request: HttpRequest) -> str:
+    """Return the caller's API key, which endpoint() has already checked."""
+    key = _api_key(request)
+    if key is None:
+        raise Unauthorized()
+    return key
 
 
 def endpoint(*methods: str, metered: bool = True) -> Callable[[View], View]:
@@ -80,11 +88,15 @@ async def catalog_products(request: HttpRequest) -> JsonResponse:
 
 
 @endpoint("POST")
-async def generation_tasks(request: HttpRequest) -> JsonResponse:
-    """Create a generation or enhancement task."""
+async def generation_tasks(request: HttpRequest) -> HttpResponse:
+    """Create a generation or enhancement task, once per Idempotency-Key."""
+    return idempotency.create_once(request, _credential(request), _create_generation)
+
+
+def _create_generation(request: HttpRequest) -> idempotency.Created:
     params = generation_request(json_body(request))
     task = generation.create_task(params, files_base=files.url_base(request))
-    return JsonResponse({"data": task.to_dict()}, status=201)
+    return idempotency.Created(body={"data": task.to_dict()}, tasks=[task])
 
 
 def _generation_task(task_id: str) -> GenerationTask:
@@ -104,12 +116,10 @@ async def generation_task(request: HttpRequest, task_id: str) -> JsonResponse:
 
 
 @endpoint("GET", "POST")
-async def mockup_tasks(request: HttpRequest) -> JsonResponse:
-    """Create mockup tasks (POST), or return those named in ?id=a,b (GET)."""
+async def mockup_tasks(request: HttpRequest) -> HttpResponse:
+    """Create mockup tasks once per Idempotency-Key (POST), or return those in ?id=a,b (GET)."""
     if request.method == "POST":
-        params = mockup_requests(json_body(request))
-        tasks = mockups.create_tasks(params, files_base=files.url_base(request))
-        return JsonResponse({"data": [{"id": t.id, "status": t.status} for t in tasks]}, status=201)
+        return idempotency.create_once(request, _credential(request), _create_mockups)
     ids = [i for value in request.GET.getlist("id") for i in value.split(",") if i]
     if not ids or len(ids) > MAX_IDS_PER_QUERY:
         raise InvalidRequest(
@@ -121,11 +131,26 @@ async def mockup_tasks(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"data": found})
 
 
+def _create_mockups(request: HttpRequest) -> idempotency.Created:
+    params = mockup_requests(json_body(request))
+    tasks = mockups.create_tasks(params, files_base=files.url_base(request))
+    body = {"data": [{"id": t.id, "status": t.status} for t in tasks]}
+    return idempotency.Created(body=body, tasks=tasks)
+
+
 @endpoint("GET", metered=False)
 async def debug_connections(request: HttpRequest) -> JsonResponse:
     """Return the open event sockets per app id (for tests in other processes)."""
     # Not metered: observing the stand-in must not change the rate-limit state under test.
     return JsonResponse(registry.snapshot())
+
+
+@endpoint("GET", metered=False)
+async def debug_stats(request: HttpRequest) -> JsonResponse:
+    """Return how many tasks were created, replayed, and created per Idempotency-Key."""
+    # Not metered, like debug_connections. createdByKey lists only the caller's own keys.
+    scope = idempotency.credential_scope(_credential(request))
+    return JsonResponse(store.stats.to_dict(scope))
 
 
 async def hosted_file(request: HttpRequest, name: str) -> HttpResponse:

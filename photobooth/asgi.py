@@ -21,7 +21,7 @@ from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from jobs_app.server_loop import remember_running_loop  # noqa: E402
-from jobs_app.worker import background  # noqa: E402
+from jobs_app.upstream import check_deployment  # noqa: E402
 from photobooth.routing import stream_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 
@@ -81,16 +81,20 @@ class BodySizeLimit:
 
 
 class RememberServerLoop:
-    """Record the serving event loop (worker threads announce events on it) and start the
-    process's background work there on the first call."""
+    """Record the serving event loop: sync code in worker threads announces events on it.
+
+    The web side does no background work; workers do (`manage.py worker`, or `serve`).
+    """
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
         remember_running_loop()
-        background.ensure_started()
         return await self.app(scope, receive, send)
+
+
+check_deployment()
 
 
 application = ProtocolTypeRouter(

@@ -221,6 +221,14 @@ def redis_channel_layer(url: str, prefix: str = "photobooth") -> dict:
 REDIS_URL = env_url("REDIS_URL", {"redis", "rediss", "unix"})
 if REDIS_URL:
     CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL)}
+    # Shared by every process: the leader refreshes the catalog, web processes read it.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "photobooth",
+        }
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
@@ -304,8 +312,17 @@ MOCKUP_API_RESULT_TTL_SECONDS = 24 * 3600
 TASK_IDEMPOTENCY_SECONDS = 24 * 3600
 # A task not finished this long after creation is cancelled with reason `timeout`.
 TASK_DEADLINE_SECONDS = env_int("TASK_DEADLINE_SECONDS", 600, minimum=10)
-# Start the task queue and the upstream socket with the server (tests turn it off).
-TASK_QUEUE_AUTOSTART = env_bool("TASK_QUEUE_AUTOSTART", True)
+# Workers (jobs_app.leases): a worker renews its lease every WORKER_RENEW_SECONDS; its tasks
+# are taken over once the lease has run out, so a dead worker's tasks move on within about
+# WORKER_LEASE_SECONDS + WORKER_RENEW_SECONDS (25 s by default; the contract promises 30 s).
+WORKER_LEASE_SECONDS = env_int("WORKER_LEASE_SECONDS", 20, minimum=2)
+WORKER_RENEW_SECONDS = env_int("WORKER_RENEW_SECONDS", 5, minimum=1)
+if WORKER_LEASE_SECONDS < 2 * WORKER_RENEW_SECONDS:
+    # One late renewal must not lose a live worker's claims.
+    raise ImproperlyConfigured(
+        f"WORKER_LEASE_SECONDS={WORKER_LEASE_SECONDS} must be at least twice "
+        f"WORKER_RENEW_SECONDS={WORKER_RENEW_SECONDS}."
+    )
 STREAM_HEARTBEAT_SECONDS = env_int("STREAM_HEARTBEAT_SECONDS", 15, minimum=1)
 STREAM_MAX_SECONDS = env_int("STREAM_MAX_SECONDS", 1800, minimum=10)
 STREAM_MAX_PER_SESSION = env_int("STREAM_MAX_PER_SESSION", 20, minimum=1)
@@ -315,6 +332,10 @@ EVENT_RETENTION_HOURS = env_int("EVENT_RETENTION_HOURS", 24, minimum=24)
 EVENT_RETENTION_MAX = env_int("EVENT_RETENTION_MAX", 10_000, minimum=10_000)
 EVENT_POLL_MAX_WAIT_SECONDS = 25
 STATS_TOKEN = os.environ.get("STATS_TOKEN") or None
+# Redis keys of the shared stream registry (with REDIS_URL); one prefix per deployment.
+STREAM_REGISTRY_PREFIX = os.environ.get("STREAM_REGISTRY_PREFIX") or "photobooth:streams"
+# The `process` label of /metrics; unset: host:pid. Set a stable name per unit (web-8001).
+METRICS_PROCESS_NAME = os.environ.get("METRICS_PROCESS_NAME") or None
 
 # --- REST framework and OpenAPI -------------------------------------------------------------
 REST_FRAMEWORK = {

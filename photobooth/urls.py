@@ -5,6 +5,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from jobs_app.upstream import check_deployment
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -15,7 +17,8 @@ urlpatterns = [
 ]
 
 if settings.MOCKUP_API_URL is None:
-    # The built-in stand-in for the external mockup API, on this same server.
+    # The built-in stand-in for the external mockup API, on this same server (one process only).
+    check_deployment()
     urlpatterns.append(path("mockup-api/", include("mockup_api.urls")))
 
 handler403 = "photobooth.errors.handler403"

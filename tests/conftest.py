@@ -62,12 +62,6 @@ def _media_root(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _no_background_work(settings):
-    """Tests that want the task queue and the upstream socket start them themselves."""
-    settings.TASK_QUEUE_AUTOSTART = False
-
-
-@pytest.fixture(autouse=True)
 def _in_memory_channel_layer(settings):
     """Give every test a fresh in-memory layer (unless it opts into Redis)."""
     from channels.layers import channel_layers

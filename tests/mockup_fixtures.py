@@ -245,9 +245,12 @@ class MockupApi:
     async def get(self, path: str, **query: str):
         return await self.client.get(path, query, headers=self.auth)
 
-    async def post(self, path: str, body: Any):
+    async def post(self, path: str, body: Any, headers: dict[str, str] | None = None):
         return await self.client.post(
-            path, json.dumps(body), content_type="application/json", headers=self.auth
+            path,
+            json.dumps(body),
+            content_type="application/json",
+            headers={**self.auth, **(headers or {})},
         )
 
     async def delete(self, path: str):

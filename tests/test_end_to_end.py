@@ -19,13 +19,9 @@ E2E_WEBHOOK_SECRET = "whsec_ZTJlLXdlYmhvb2stc2VjcmV0LTAxMjM0NTY3ODlhYmNkZWY="
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
     """Serve the embedded defaults (SQLite in a fresh folder) with daphne, as `make run` does."""
-    # The task queue stays off: these tests follow tasks through the API and the streams, and
-    # need them to wait in the queue (tests/test_upstream_*.py run the queue for real).
-    env = server_env(
-        tmp_path_factory.mktemp("var"),
-        WEBHOOK_SECRETS=E2E_WEBHOOK_SECRET,
-        TASK_QUEUE_AUTOSTART="0",
-    )
+    # Plain daphne serves the web only (no worker): these tests follow tasks through the API
+    # and the streams, and need them to wait in the queue (tests/test_upstream_*.py run workers).
+    env = server_env(tmp_path_factory.mktemp("var"), WEBHOOK_SECRETS=E2E_WEBHOOK_SECRET)
     migrate(env)
     with daphne(env) as base:
         yield base

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mockup_api.connections import registry
+from photobooth.settings import redis_channel_layer
 
 pytest_plugins = ["tests.mockup_fixtures"]
 
@@ -144,3 +145,22 @@ class TestSocketDrops:
         assert registry.connection_count("booth") == 1
         # The client reconciles over REST; the task ran on regardless.
         assert (await mockup_api.wait_for_task(task["id"]))["status"] == "completed"
+
+
+class TestWithoutTheChannelLayer:
+    async def test_a_socket_session_works_while_the_channel_layer_is_unreachable(
+        self, mockup_api, settings, image_server
+    ):
+        # Port 1 refuses connections: this is Redis (our channel layer) being down.
+        settings.CHANNEL_LAYERS = {"default": redis_channel_layer("redis://127.0.0.1:1/0")}
+        socket = await mockup_api.socket("booth")
+        await socket.send({"type": "ping"})
+        assert await socket.receive() == {"type": "pong"}
+
+        task = await mockup_api.create_generation(image_server.url("/photo.jpg"), number_images=1)
+        messages = await socket.receive_until(lambda m: m.get("type") == "taskCompleted")
+        completed = {"type": "taskCompleted", "taskId": task["id"], "status": "completed"}
+        assert messages[-1] == completed
+        assert any(m["type"] == "jobResult" for m in messages)
+        await socket.communicator.disconnect()
+        assert registry.connection_count("booth") == 0

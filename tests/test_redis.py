@@ -36,7 +36,9 @@ def redis_layer(settings):
 def two_servers(tmp_path) -> Iterator[tuple[str, str, dict[str, str], str]]:
     """Run two daphne processes sharing a database and Redis; yield their URLs, a bearer
     header of one session and an upload of it."""
-    env = server_env(tmp_path, REDIS_URL=REDIS_URL)
+    # Web processes only: with REDIS_URL set the built-in mockup API is never mounted, and no
+    # worker runs here, so nothing calls this address.
+    env = server_env(tmp_path, REDIS_URL=REDIS_URL, MOCKUP_API_URL="http://127.0.0.1:9/mockup-api")
     migrate(env)
     with daphne(env) as first, daphne(env) as second:
         token = httpx.post(f"{first}/api/sessions").json()["token"]

@@ -26,8 +26,8 @@ def var_dir(tmp_path):
 
 def test_a_task_cancelled_in_the_queue_never_reaches_the_upstream(var_dir):
     port = free_port()
-    # A server whose queue does not run: the task stays queued as long as we like.
-    with serve(var_dir, port=port, TASK_QUEUE_AUTOSTART="0") as server:
+    # A web-only server (no worker): the task stays queued as long as we like.
+    with serve(var_dir, port=port, worker=False) as server:
         booth = Booth(server.base, "queued")
         upload = booth.upload()
         task = booth.generation(upload, number_images=2)

@@ -198,7 +198,7 @@ async def test_a_4xx_is_permanent_and_says_the_upstream_is_healthy(upstream):
     client.breaker.failures = 2
     answers.append(httpx.Response(400, json={"error": "bad style"}))
     with pytest.raises(UpstreamError) as raised:
-        await client.create_generation({})
+        await client.create_generation({}, idempotency_key="task-1")
     assert (raised.value.permanent, raised.value.status) == (True, 400)
     assert raised.value.code == "upstream_rejected"
     assert client.breaker.failures == 0

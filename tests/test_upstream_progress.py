@@ -16,6 +16,7 @@ from jobs_app import progress
 from jobs_app.models import Event
 from jobs_app.progress import StoredResult
 from tests.conftest import generation_body
+from tests.worker_helpers import a_worker, follow
 
 
 def _result() -> StoredResult:
@@ -39,7 +40,8 @@ def running_task(owner, uploaded) -> str:
     """A generation of two images, accepted by the upstream."""
     response = owner.create_task(generation_body(uploaded["uploadId"], numberImages=2))
     task_id = response.json()["taskId"]
-    assert progress.do_mark_submitted(task_id, "gt_1", {0: "gj_0", 1: "gj_1"})
+    claim = follow(task_id, a_worker())
+    assert progress.do_mark_submitted(claim, "gt_1", {0: "gj_0", 1: "gj_1"}) == "running"
     return task_id
 
 
@@ -72,7 +74,7 @@ def test_mockup_jobs_complete_without_invented_start_events(owner, uploaded):
     body = {"clientAppId": "shop", "kind": "mockup", "uploadId": uploaded["uploadId"],
             "productId": 71, "variantIds": [7100], "placement": "front"}  # fmt: skip
     task_id = owner.create_task(body).json()["taskId"]
-    progress.do_mark_submitted(task_id, "mt_1", {})
+    progress.do_mark_submitted(follow(task_id, a_worker()), "mt_1", {})
     assert progress.do_complete_job(task_id, 0, _result())
     types = list(
         Event.objects.filter(task_id=task_id).order_by("seq").values_list("type", flat=True)

@@ -1,4 +1,5 @@
-"""POST /webhooks/mockup-api: Standard Webhooks verification, storage, deduplication, apply.
+"""POST /webhooks/mockup-api: Standard Webhooks verification, storage, deduplication; then the
+workers' inbox applies what was stored (tests.worker_helpers.run_inbox plays the worker).
 
 Deliveries are signed with the `standardwebhooks` package (what the built-in API uses), so
 these tests also show our verifier accepts the reference implementation's signatures.
@@ -17,6 +18,7 @@ from standardwebhooks.webhooks import Webhook
 
 from jobs_app.models import Job, Task, WebhookDelivery
 from tests.conftest import generation_body
+from tests.worker_helpers import a_worker, follow, run_inbox
 
 pytestmark = pytest.mark.django_db
 
@@ -57,24 +59,44 @@ def generation_finished(upstream_id: str, jobs: list[dict] | None = None, status
 
 
 @pytest.fixture
-def submitted(owner, uploaded):
-    """A task the upstream accepted as up_1, with two jobs."""
+def worker(db):
+    return a_worker()
+
+
+@pytest.fixture
+def submitted(owner, uploaded, worker):
+    """A task the upstream accepted as up_1, with two jobs, followed by `worker`."""
     task = owner.create_task(generation_body(uploaded["uploadId"], numberImages=2)).json()
     Task.objects.filter(pk=task["taskId"]).update(status="running", upstream_id="up_1")
+    follow(task["taskId"], worker)
     return task
 
 
 class TestVerification:
-    def test_a_valid_delivery_for_a_known_task_is_204_and_stored(self, client, submitted):
+    def test_a_valid_delivery_for_a_known_task_is_204_stored_then_applied_by_its_worker(
+        self, client, submitted, worker
+    ):
         failed_jobs = [{"id": "j0", "index": 0, "status": "failed",
                         "error": {"code": "render_failed", "message": "boom"}}]  # fmt: skip
         raw, headers = signed(generation_finished("up_1", failed_jobs))
         response = post(client, raw, headers)
         assert response.status_code == 204
         delivery = WebhookDelivery.objects.get(webhook_id=headers["webhook-id"])
-        assert (delivery.verdict, delivery.outcome) == ("verified", "applied")
-        assert delivery.task_id is not None
+        # Answered once stored: nothing applied inside the request.
+        assert (delivery.verdict, delivery.outcome) == ("verified", "pending")
+        assert Job.objects.get(task_id=submitted["taskId"], index=0).status == "pending"
+        run_inbox(worker)
+        delivery.refresh_from_db()
+        assert delivery.outcome == "applied" and delivery.task_id is not None
         assert Job.objects.get(task_id=submitted["taskId"], index=0).status == "failed"
+
+    def test_a_delivery_for_a_task_another_live_worker_follows_is_left_to_it(
+        self, client, submitted
+    ):
+        raw, headers = signed(generation_finished("up_1"))
+        assert post(client, raw, headers).status_code == 204
+        run_inbox(a_worker("bystander"))
+        assert WebhookDelivery.objects.get(verdict="verified").outcome == "pending"
 
     def test_any_configured_secret_verifies_for_rotation(self, client, submitted):
         raw, headers = signed(generation_finished("up_1"), secret=OTHER_SECRET)
@@ -153,45 +175,51 @@ class TestVerification:
 
 
 class TestIdempotency:
-    def test_a_duplicate_of_an_applied_delivery_is_204_and_changes_nothing(self, client, submitted):
+    def test_a_duplicate_of_an_applied_delivery_is_204_and_changes_nothing(
+        self, client, submitted, worker
+    ):
         jobs = [{"id": "j0", "index": 0, "status": "failed",
                  "error": {"code": "render_failed", "message": "boom"}}]  # fmt: skip
         raw, headers = signed(generation_finished("up_1", jobs))
         assert post(client, raw, headers).status_code == 204
+        assert post(client, raw, headers).status_code == 202  # stored, not applied yet
+        run_inbox(worker)
         events = Task.objects.get(pk=submitted["taskId"]).last_event_seq
         assert post(client, raw, headers).status_code == 204
+        run_inbox(worker)
         assert Task.objects.get(pk=submitted["taskId"]).last_event_seq == events
         assert WebhookDelivery.objects.filter(verdict="verified").count() == 1
 
-    def test_an_unknown_task_is_202_then_applied_once_known(self, client, owner, uploaded):
+    def test_an_unknown_task_is_202_then_applied_once_known(self, client, owner, uploaded, worker):
         jobs = [{"id": "j0", "index": 0, "status": "failed",
                  "error": {"code": "render_failed", "message": "boom"}}]  # fmt: skip
         raw, headers = signed(generation_finished("up_later", jobs))
         assert post(client, raw, headers).status_code == 202
         assert post(client, raw, headers).status_code == 202  # still waiting: a duplicate
+        run_inbox(worker)  # nobody knows the task yet: it waits
         assert WebhookDelivery.objects.get(verdict="verified").outcome == "pending"
 
         task = owner.create_task(generation_body(uploaded["uploadId"], numberImages=1)).json()
-        from asgiref.sync import async_to_sync
+        from jobs_app.progress import Submission, do_mark_submitted
 
-        from jobs_app.progress import do_mark_submitted
-        from jobs_app.webhooks import apply_pending_deliveries
-        from jobs_app.worker import background
-
-        do_mark_submitted(task["taskId"], "up_later", {0: "j0"})
-        async_to_sync(apply_pending_deliveries)(background.applier(), "up_later")
+        claim = follow(task["taskId"], worker)
+        assert do_mark_submitted(claim, "up_later", {0: "j0"}) == Submission.RUNNING
+        run_inbox(worker)
         assert WebhookDelivery.objects.get(verdict="verified").outcome == "applied"
         detail = owner.get(f"/api/tasks/{task['taskId']}").json()
         assert detail["status"] == "failed"
         assert post(client, raw, headers).status_code == 204
 
-    def test_late_and_out_of_order_deliveries_never_move_state_back(self, client, submitted):
+    def test_late_and_out_of_order_deliveries_never_move_state_back(
+        self, client, submitted, worker
+    ):
         done = [{"id": "j0", "index": 0, "status": "failed",
                  "error": {"code": "render_failed", "message": "boom"}},
                 {"id": "j1", "index": 1, "status": "failed",
                  "error": {"code": "render_failed", "message": "boom"}}]  # fmt: skip
         raw, headers = signed(generation_finished("up_1", done, status="failed"))
         assert post(client, raw, headers).status_code == 204
+        run_inbox(worker)
         assert Task.objects.get(pk=submitted["taskId"]).status == "failed"
         earlier = {
             "type": "generation_job_progress",
@@ -202,13 +230,14 @@ class TestIdempotency:
         raw, headers = signed(earlier)
         response = post(client, raw, headers)
         assert response.status_code == 204
+        run_inbox(a_worker("anyone"))  # a finished task's deliveries: any worker may apply them
         assert WebhookDelivery.objects.get(webhook_id=headers["webhook-id"]).outcome == "no_change"
         task = Task.objects.get(pk=submitted["taskId"])
         assert task.status == "failed"
         assert set(task.jobs.values_list("status", flat=True)) == {"failed"}
 
 
-def test_the_admin_reapplies_a_stored_delivery(admin_client, submitted):
+def test_the_admin_reapplies_a_stored_delivery(admin_client, submitted, worker):
     jobs = [{"id": "j0", "index": 0, "status": "failed",
              "error": {"code": "render_failed", "message": "boom"}}]  # fmt: skip
     raw, headers = signed(generation_finished("up_1", jobs))
@@ -223,16 +252,18 @@ def test_the_admin_reapplies_a_stored_delivery(admin_client, submitted):
         follow=True,
     )
     assert response.status_code == 200
-    assert "Re-applied 1 delivery" in response.content.decode()
+    assert "Queued 1 delivery(ies) for the workers to re-apply" in response.content.decode()
+    run_inbox(worker)
     delivery.refresh_from_db()
     assert delivery.outcome == "applied"
     assert Job.objects.get(task_id=submitted["taskId"], index=0).status == "failed"
 
 
-def test_jobs_cancelled_upstream_by_someone_else_end_the_task(client, submitted):
+def test_jobs_cancelled_upstream_by_someone_else_end_the_task(client, submitted, worker):
     jobs = [{"id": f"j{n}", "index": n, "status": "cancelled"} for n in range(2)]
     raw, headers = signed(generation_finished("up_1", jobs, status="cancelled"))
     assert post(client, raw, headers).status_code == 204
+    run_inbox(worker)
     task = Task.objects.get(pk=submitted["taskId"])
     assert task.status == "failed"
     assert task.error_code == "upstream_cancelled"

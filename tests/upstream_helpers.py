@@ -119,16 +119,21 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def serve(var_dir: Path, *, port: int | None = None, **env: str) -> Iterator[Server]:
-    """Run `manage.py serve` (the task queue starts at once) on `port` with extra env.
+def serve(
+    var_dir: Path, *, port: int | None = None, worker: bool = True, **env: str
+) -> Iterator[Server]:
+    """Run `manage.py serve` (a worker starts at once) on `port` with extra env.
 
-    Without MOCKUP_API_URL in `env` it serves the built-in API too. The log file is appended
-    to, so a restarted server keeps the earlier lines.
+    Without MOCKUP_API_URL in `env` it serves the built-in API too; `worker=False` serves the
+    web only (`serve --no-worker`). The log file is appended to, so a restarted server keeps
+    the earlier lines.
     """
     port = port or free_port()
     env = {"MOCKUP_API_URL": "", "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **env}
     environment = server_env(var_dir, **env)
     command = [sys.executable, "manage.py", "serve", "--port", str(port)]
+    if not worker:
+        command.append("--no-worker")
     log = var_dir / "server.log"
     with log.open("ab") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=out, stderr=out)

@@ -18,7 +18,14 @@ import httpx
 from django.conf import settings
 
 from jobs_app.upstream.errors import CircuitOpen, UpstreamError
-from jobs_app.upstream.limits import CircuitBreaker, RateLimiter
+from jobs_app.upstream.limits import Breaker, CircuitBreaker, Limiter, RateLimiter
+from jobs_app.upstream.shared_limits import (
+    SharedCircuitBreaker,
+    SharedRateLimiter,
+    SharedStore,
+    close_connections,
+    credential_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +48,17 @@ class UpstreamClient:
 
     def __init__(self) -> None:
         self.app_id = new_app_id()
-        self.limiter = RateLimiter()
-        self.breaker = CircuitBreaker()
+        self.limiter: Limiter
+        self.breaker: Breaker
+        if settings.REDIS_URL:
+            # Every process calls with one key: share its bucket and the upstream's health.
+            store = SharedStore(settings.REDIS_URL)
+            credential = credential_key(settings.MOCKUP_API_KEY)
+            self.limiter = SharedRateLimiter(store, credential)
+            self.breaker = SharedCircuitBreaker(store, credential)
+        else:
+            self.limiter = RateLimiter()
+            self.breaker = CircuitBreaker()
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
 
@@ -76,44 +92,58 @@ class UpstreamClient:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        # The loop's Redis connections of the shared limits (none without REDIS_URL); another
+        # client on this loop would simply open new ones.
+        await close_connections()
 
     # --- calls -----------------------------------------------------------------------------
 
     async def request(
-        self, method: str, path: str, *, json: Any = None, params: dict | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict | None = None,
+        idempotency_key: str | None = None,
     ) -> Any:
-        """Call the API and return its JSON; raise UpstreamError classified for retrying."""
-        if not self.breaker.allow():
+        """Call the API and return its JSON; raise UpstreamError classified for retrying.
+
+        `idempotency_key` (our task id) makes a creating POST safe to repeat: the upstream
+        answers a repeated key with the task it created the first time (contract section 6).
+        """
+        if not await self.breaker.admit():
             raise CircuitOpen(self.breaker.retry_in())
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + MAX_RATE_LIMIT_WAIT_SECONDS
         headers = {"Authorization": f"Bearer {settings.MOCKUP_API_KEY}"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
         while True:
-            await self.limiter.wait()
+            # After a 429 this waits out its Retry-After, for every worker when shared.
+            if not await self.limiter.wait(give_up_at):
+                raise UpstreamError(f"{method} {path}: rate limited", permanent=False,
+                                    status=429, code="upstream_rate_limited")  # fmt: skip
             try:
                 response = await self.http().request(
                     method, self.base_url + path, json=json, params=params, headers=headers
                 )
             except (httpx.TimeoutException, httpx.TransportError) as exc:
-                self.breaker.record_failure()
+                await self.breaker.record(healthy=False)
                 raise UpstreamError(f"{method} {path}: {exc!r}", permanent=False) from exc
-            self.limiter.update(response)
+            await self.limiter.learn(response)
             if response.status_code == 429:
-                if loop.time() + self.limiter.delay() > give_up_at:
-                    raise UpstreamError(f"{method} {path}: rate limited", permanent=False,
-                                        status=429, code="upstream_rate_limited")  # fmt: skip
-                continue  # the limiter now waits out Retry-After
+                continue  # a 429 says nothing about the upstream's health
+            await self.breaker.record(healthy=response.status_code < 500)
             return self._result(method, path, response)
 
     def _result(self, method: str, path: str, response: httpx.Response) -> Any:
         if response.status_code >= 500:
-            self.breaker.record_failure()
             raise UpstreamError(
                 f"{method} {path}: {response.status_code}",
                 permanent=False,
                 status=response.status_code,
             )
-        self.breaker.record_success()
         if response.status_code >= 400:
             raise UpstreamError(
                 f"{method} {path}: {response.status_code} {response.text[:300]}",
@@ -134,8 +164,13 @@ class UpstreamClient:
     async def catalog(self) -> list[dict[str, Any]]:
         return (await self.request("GET", "/v2/catalog-products"))["data"]
 
-    async def create_generation(self, body: dict[str, Any]) -> dict[str, Any]:
-        return (await self.request("POST", "/v2/generation-tasks", json=body))["data"]
+    async def create_generation(
+        self, body: dict[str, Any], *, idempotency_key: str
+    ) -> dict[str, Any]:
+        path = "/v2/generation-tasks"
+        return (await self.request("POST", path, json=body, idempotency_key=idempotency_key))[
+            "data"
+        ]
 
     async def get_generation(self, upstream_id: str) -> dict[str, Any]:
         return (await self.request("GET", f"/v2/generation-tasks/{upstream_id}"))["data"]
@@ -143,8 +178,13 @@ class UpstreamClient:
     async def cancel_generation(self, upstream_id: str) -> dict[str, Any]:
         return (await self.request("DELETE", f"/v2/generation-tasks/{upstream_id}"))["data"]
 
-    async def create_mockups(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        return (await self.request("POST", "/v2/mockup-tasks", json=body))["data"]
+    async def create_mockups(
+        self, body: dict[str, Any], *, idempotency_key: str
+    ) -> list[dict[str, Any]]:
+        path = "/v2/mockup-tasks"
+        return (await self.request("POST", path, json=body, idempotency_key=idempotency_key))[
+            "data"
+        ]
 
     async def get_mockups(self, upstream_ids: list[str]) -> list[dict[str, Any]]:
         params = {"id": ",".join(upstream_ids)}

@@ -1,8 +1,9 @@
-"""`manage.py serve`: daphne with the task queue and upstream socket started at once.
+"""`manage.py serve`: daphne serving the web, with a worker in the same process by default.
 
-Plain `daphne photobooth.asgi:application` works too; it starts the background work on the
-first request. This command starts it when the server starts, so queued and running tasks
-carry on right after a restart even before anyone connects.
+`serve` is the embedded default (what `make run` runs): the web and the background work in one
+process, the worker started with the server so queued and running tasks carry on right after a
+restart. `serve --no-worker` serves the web only, like plain `daphne photobooth.asgi:application`;
+run the background work then with `manage.py worker`.
 """
 
 from __future__ import annotations
@@ -18,23 +19,30 @@ logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
-    help = "Serve the ASGI application with daphne and start the task queue immediately."
+    help = "Serve the ASGI application with daphne; also run a worker unless --no-worker."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "--no-worker",
+            action="store_true",
+            help="Serve the web only; the background work runs in `manage.py worker`.",
+        )
 
-    def handle(self, *args, host: str, port: int, **options) -> None:
+    def handle(self, *args, host: str, port: int, no_worker: bool, **options) -> None:
         from jobs_app.server_loop import remember_running_loop
         from jobs_app.worker import background
         from photobooth.asgi import application
 
         def start() -> None:
+            remember_running_loop()
+            if no_worker:
+                return
             try:
-                remember_running_loop()
-                background.ensure_started()
+                background.start()
             except Exception:
-                logger.exception("background_work_start_failed")
+                logger.exception("worker_start_failed")
 
         def when_ready() -> None:
             # Called before the reactor runs: queue the start on daphne's asyncio loop, where
@@ -48,7 +56,8 @@ class Command(BaseCommand):
                 lambda: defer.Deferred.fromFuture(asyncio.ensure_future(background.stop())),
             )
 
-        self.stdout.write(f"Serving on http://{host}:{port}/ (Ctrl+C to stop)")
+        role = "web only" if no_worker else "web and worker"
+        self.stdout.write(f"Serving on http://{host}:{port}/ ({role}; Ctrl+C to stop)")
         Server(
             application=application,
             endpoints=build_endpoint_description_strings(host=host, port=port),

@@ -1,0 +1,95 @@
+"""The workers' doorbell: web processes and actions tell workers there is something to do.
+
+A hint, not a mailbox: rung through the channel layer (Redis across processes), at most once;
+workers also poll, so a lost ring only costs a poll interval. State changes ring after commit
+and import nothing of the worker, which wires itself in by listening (jobs_app.worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from jobs_app.server_loop import run_on_server_loop
+
+logger = logging.getLogger(__name__)
+
+WORKERS_GROUP = "photobooth.workers"
+MESSAGE_TYPE = "worker.ring"
+# channels-redis forgets group members after `group_expiry` (an hour here): listeners rejoin
+# well before that.
+REJOIN_SECONDS = 600
+RETRY_SECONDS = 1.0
+
+QUEUE = "queue"  # a task was created or left the queue
+INBOX = "inbox"  # a webhook delivery was stored
+CANCEL = "cancel"  # a task with an upstream id was cancelled: its owner cancels it upstream
+
+
+def _message(what: str, **fields: Any) -> dict[str, Any]:
+    return {"type": MESSAGE_TYPE, "what": what, **fields}
+
+
+async def aring(what: str, **fields: Any) -> None:
+    """Ring the workers from async code; a failure is logged (workers poll anyway)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        await layer.group_send(WORKERS_GROUP, _message(what, **fields))
+    except Exception as exc:
+        logger.warning("doorbell_failed what=%s error=%r", what, exc)
+
+
+def ring_rollback_unsafe(what: str, **fields: Any) -> None:
+    """Ring the workers from sync code, now (only after the change committed)."""
+    try:
+        run_on_server_loop(_aring_with, what, fields)
+    except Exception as exc:
+        logger.warning("doorbell_failed what=%s error=%r", what, exc)
+
+
+async def _aring_with(what: str, fields: dict[str, Any]) -> None:
+    await aring(what, **fields)
+
+
+def ring_on_commit(what: str, **fields: Any) -> None:
+    """Ring the workers once the current transaction commits."""
+    transaction.on_commit(lambda: ring_rollback_unsafe(what, **fields))
+
+
+async def listen(on_ring, stopping: asyncio.Event) -> None:
+    """Join the workers' group and hand every ring to `on_ring(message)` until stopped.
+
+    Survives channel-layer outages (Redis restarting): it waits and joins again.
+    """
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    while not stopping.is_set():
+        try:
+            channel = await layer.new_channel()
+            await layer.group_add(WORKERS_GROUP, channel)
+            loop = asyncio.get_running_loop()
+            rejoin_at = loop.time() + REJOIN_SECONDS
+            while not stopping.is_set():
+                timeout = max(0.1, rejoin_at - loop.time())
+                try:
+                    message = await asyncio.wait_for(layer.receive(channel), timeout)
+                except TimeoutError:
+                    await layer.group_add(WORKERS_GROUP, channel)
+                    rejoin_at = loop.time() + REJOIN_SECONDS
+                    continue
+                try:
+                    on_ring(message)
+                except Exception:
+                    logger.exception("doorbell_handler_failed message=%r", message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("doorbell_listen_failed error=%r", exc)
+            await asyncio.sleep(RETRY_SECONDS)
