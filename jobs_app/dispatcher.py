@@ -136,7 +136,10 @@ class TaskQueue:
                 await _db(progress.do_schedule_retry)(claim, "lease not renewed", 0,
                                                       count_attempt=False)  # fmt: skip
                 return
-            upstream_id, job_ids = await self._send(task)
+            sent = await self._send(claim, task)
+            if sent is None:
+                return  # fenced: the task's new holder submits it
+            upstream_id, job_ids = sent
         except CircuitOpen:
             # Not the task's failure: back in the queue without spending an attempt.
             await _db(progress.do_schedule_retry)(claim, "circuit open", 0, count_attempt=False)
@@ -173,11 +176,23 @@ class TaskQueue:
                        task.pk, task.attempts + 1, delay, exc)  # fmt: skip
         await _db(progress.do_schedule_retry)(claim, str(exc), delay)
 
-    async def _send(self, task: Task) -> tuple[str, dict[int, str]]:
-        params = task.params
+    async def _send(self, claim: Claim, task: Task) -> tuple[str, dict[int, str]] | None:
+        """POST the task upstream (the stored body, if it was sent before); None if fenced."""
+        body = await _db(progress.do_prepare_submission)(claim, self._body(task))
+        if body is None:
+            return None
         key = str(task.pk)  # the upstream creates one task per key, however often we ask
         if task.kind == TaskKind.MOCKUP:
-            body = {
+            [created] = await self.client.create_mockups(body, idempotency_key=key)
+            return str(created["id"]), {}
+        created = await self.client.create_generation(body, idempotency_key=key)
+        job_ids = {job["index"]: str(job["id"]) for job in created.get("jobs", [])}
+        return str(created["id"]), job_ids
+
+    def _body(self, task: Task) -> dict:
+        params = task.params
+        if task.kind == TaskKind.MOCKUP:
+            return {
                 "format": "png",
                 "products": [{
                     "catalog_product_id": params["productId"],
@@ -186,9 +201,7 @@ class TaskQueue:
                                     "layers": [{"type": "file", "url": task.input_url}]}],
                 }],
             }  # fmt: skip
-            [created] = await self.client.create_mockups(body, idempotency_key=key)
-            return str(created["id"]), {}
-        body = {
+        return {
             "app_id": self.client.app_id,
             "kind": task.kind,
             "style": params.get("style"),
@@ -196,9 +209,6 @@ class TaskQueue:
             "seed": params.get("seed"),
             "image_url": task.input_url,
         }
-        created = await self.client.create_generation(body, idempotency_key=key)
-        job_ids = {job["index"]: str(job["id"]) for job in created.get("jobs", [])}
-        return str(created["id"]), job_ids
 
     # --- cancellation and reconciliation ---------------------------------------------------
 

@@ -118,6 +118,10 @@ class Task(models.Model):
     )
     claim_epoch = models.PositiveBigIntegerField(default=0)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # The body of the creating POST, stored before it is first sent: a resubmission after a
+    # takeover or a retry repeats it exactly, as the upstream's idempotency key requires (a
+    # new worker would otherwise send its own socket app id and a fresh signed URL).
+    upstream_request = models.JSONField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)

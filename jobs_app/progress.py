@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from django.utils import timezone
@@ -79,6 +80,23 @@ def _holds(task: Task, claim: Claim) -> bool:
         task.pk, claim.worker_id, claim.epoch, task.claimed_by_id, task.claim_epoch,
     )  # fmt: skip
     return False
+
+
+@durable_transaction
+def do_prepare_submission(claim: Claim, body: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the body to POST upstream for a claimed task; None when the claim was taken.
+
+    The first submission stores `body`; every later one (a retry, another worker after a
+    takeover) gets the stored body back, so the upstream sees the same request under the same
+    idempotency key.
+    """
+    task = _locked(claim.task_id)
+    if not _holds(task, claim):
+        return None
+    if task.upstream_request is not None:
+        return task.upstream_request
+    Task.objects.filter(pk=task.pk).update(upstream_request=body)
+    return body
 
 
 @durable_transaction

@@ -1,7 +1,13 @@
-"""Fetch input images by URL, as a remote service would: async, bounded in time and size."""
+"""Fetch input images by URL, as a remote service would: async, bounded in time and size.
+
+Transient failures (no connection, a timeout, 429 or 5xx: the caller's server restarting
+behind its load balancer) are retried with backoff for about 15 s; a 4xx or a bad image fails
+at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from urllib.parse import urljoin, urlsplit
 
@@ -11,10 +17,17 @@ from PIL import Image
 MAX_BYTES = 20 * 1024 * 1024
 TIMEOUT_SECONDS = 20.0
 MAX_REDIRECTS = 3
+# Pauses between attempts (6 attempts in all); tests may shorten it.
+RETRY_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class InputUnavailable(Exception):
     """The input URL could not be fetched or decoded."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def _same_origin(first: str, second: str) -> bool:
@@ -23,6 +36,18 @@ def _same_origin(first: str, second: str) -> bool:
 
 
 async def fetch_bytes(url: str) -> bytes:
+    """Return the body at `url`, retrying transient failures; raise InputUnavailable."""
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            return await _fetch_once(url)
+        except InputUnavailable as exc:
+            if not exc.transient or delay is None:
+                raise
+        await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+async def _fetch_once(url: str) -> bytes:
     """Return the body at `url`; follow redirects only within its origin."""
     target = url
     try:
@@ -36,10 +61,14 @@ async def fetch_bytes(url: str) -> bytes:
                         target = location
                         continue
                     if response.status_code != 200:
-                        raise InputUnavailable(f"GET {target} answered {response.status_code}")
+                        raise InputUnavailable(
+                            f"GET {target} answered {response.status_code}",
+                            transient=response.status_code in TRANSIENT_STATUSES,
+                        )
                     return await _read_limited(response)
     except httpx.HTTPError as exc:
-        raise InputUnavailable(f"GET {target} failed: {exc.__class__.__name__}") from exc
+        message = f"GET {target} failed: {exc.__class__.__name__}"
+        raise InputUnavailable(message, transient=True) from exc
     raise InputUnavailable(f"more than {MAX_REDIRECTS} redirects")
 
 

@@ -8,6 +8,7 @@ socket carry every task of every browser, extension and API client of this proce
 from __future__ import annotations
 
 import asyncio
+import json as json_module
 import logging
 import os
 import secrets
@@ -119,6 +120,12 @@ class UpstreamClient:
         headers = {"Authorization": f"Bearer {settings.MOCKUP_API_KEY}"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
+        content = None
+        if json is not None:
+            # Canonical bytes: the upstream fingerprints a keyed request by its raw body, and a
+            # resubmission (the body read back from the database) must match it exactly.
+            content = json_module.dumps(json, sort_keys=True, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
         while True:
             # After a 429 this waits out its Retry-After, for every worker when shared.
             if not await self.limiter.wait(give_up_at):
@@ -126,7 +133,7 @@ class UpstreamClient:
                                     status=429, code="upstream_rate_limited")  # fmt: skip
             try:
                 response = await self.http().request(
-                    method, self.base_url + path, json=json, params=params, headers=headers
+                    method, self.base_url + path, content=content, params=params, headers=headers
                 )
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 await self.breaker.record(healthy=False)
