@@ -17,14 +17,13 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from asgiref.sync import sync_to_async
-
 from jobs_app import progress
 from jobs_app.files import delete_result, store_result
 from jobs_app.models import Job
 from jobs_app.states import JOB_TERMINAL
 from jobs_app.upstream.client import UpstreamClient
 from jobs_app.upstream.errors import UpstreamError
+from photobooth.db import in_db_thread
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +34,7 @@ UNKNOWN_TASK_PAUSE_SECONDS = 0.2
 
 Report = Callable[[], Awaitable[object]]  # applies one report when awaited
 
-# Django's own bridge: it is also used inside requests (webhooks), where Channels'
-# database_sync_to_async would close the request's connection. The task queue closes stale
-# connections itself (TaskQueue.tick).
-_db = sync_to_async
+_db = in_db_thread  # the worker's database threads (photobooth.db)
 
 
 class UpstreamApplier:

@@ -16,9 +16,7 @@ import contextlib
 import logging
 import random
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 
 from jobs_app import claims, progress
 from jobs_app.applier import UpstreamApplier
@@ -30,10 +28,11 @@ from jobs_app.progress import Submission
 from jobs_app.states import TaskKind
 from jobs_app.upstream.client import UpstreamClient
 from jobs_app.upstream.errors import CircuitOpen, UpstreamError
+from photobooth.db import in_db_thread
 
 logger = logging.getLogger(__name__)
 
-_db = sync_to_async
+_db = in_db_thread
 
 MAX_ATTEMPTS = 5
 RETRY_BASE_SECONDS = 1.0
@@ -79,8 +78,9 @@ class TaskQueue:
 
     async def tick(self) -> None:
         loop = asyncio.get_running_loop()
-        # The queue lives outside the request cycle, so it drops stale connections itself.
-        await _db(close_old_connections)()
+        # Cleared before looking, not before sleeping: a ring during this round must cut the
+        # next sleep short, or a task created meanwhile waits a whole poll interval.
+        self.wake.clear()
         if self.client.breaker.is_open:
             # Hold tasks in the queue while the upstream is unhealthy.
             await self._sleep(self.client.breaker.retry_in())
@@ -106,7 +106,6 @@ class TaskQueue:
             logger.error("task_submission_crashed", exc_info=exc)
 
     async def _sleep(self, seconds: float) -> None:
-        self.wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), max(seconds, 0.05))
 
@@ -284,7 +283,7 @@ def _apply(function, task_id: str, data: dict):
     return report
 
 
-# --- database steps (sync; run through sync_to_async) ----------------------------------------
+# --- database steps (sync; run in the worker's database threads) ------------------------------
 
 
 def _load(task_id: str) -> Task:

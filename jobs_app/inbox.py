@@ -16,7 +16,6 @@ import json
 import logging
 from functools import partial
 
-from asgiref.sync import sync_to_async
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -24,14 +23,14 @@ from jobs_app.applier import UpstreamApplier
 from jobs_app.leases import WorkerIdentity
 from jobs_app.models import Task, WebhookDelivery, WebhookOutcome, WebhookVerdict
 from jobs_app.states import TASK_TERMINAL, TaskKind
-from photobooth.db import durable_transaction
+from photobooth.db import durable_transaction, in_db_thread
 
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
 BATCH = 200
 
-_db = sync_to_async
+_db = in_db_thread
 
 
 def deliveries_to_apply(worker_id: str, limit: int = BATCH) -> list[tuple[int, str]]:
@@ -112,13 +111,13 @@ class Inbox:
     async def run(self) -> None:
         """Work until cancelled; a failed round is logged and the next one comes."""
         while True:
+            self.wake.clear()  # before looking: a ring during the round is not lost
             try:
                 await self.drain()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("inbox_round_failed")
-            self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
 

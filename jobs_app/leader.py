@@ -13,9 +13,7 @@ import contextlib
 import logging
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 from django.utils import timezone
 
 from jobs_app import progress
@@ -33,10 +31,11 @@ from jobs_app.models import Task
 from jobs_app.queue import dispatch_order, eta_seconds
 from jobs_app.states import TASK_TERMINAL, CancelReason
 from jobs_app.upstream.client import UpstreamClient
+from photobooth.db import in_db_thread
 
 logger = logging.getLogger(__name__)
 
-_db = sync_to_async
+_db = in_db_thread
 
 LEASE_NAME = "leader"
 TICK_SECONDS = 1.0
@@ -75,7 +74,6 @@ class Leader:
 
     async def tick(self) -> None:
         loop = asyncio.get_running_loop()
-        await _db(close_old_connections)()  # outside any request cycle
         if loop.time() >= self._next_election:
             self._next_election = loop.time() + settings.WORKER_RENEW_SECONDS
             try:

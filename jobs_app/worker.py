@@ -21,7 +21,6 @@ import logging
 import os
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from jobs_app import doorbell, leases, upstream
@@ -32,10 +31,11 @@ from jobs_app.inbox import Inbox
 from jobs_app.leader import Leader
 from jobs_app.leases import WorkerIdentity
 from jobs_app.upstream.socket import UpstreamSocket
+from photobooth.db import in_db_thread
 
 logger = logging.getLogger(__name__)
 
-_db = sync_to_async
+_db = in_db_thread
 REGISTER_RETRY_SECONDS = 2.0
 DRAIN_SECONDS = 10
 

@@ -14,6 +14,8 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 from PIL import Image
 
+from mockup_api.http import shared_client
+
 MAX_BYTES = 20 * 1024 * 1024
 TIMEOUT_SECONDS = 20.0
 MAX_REDIRECTS = 3
@@ -48,24 +50,24 @@ async def fetch_bytes(url: str) -> bytes:
 
 
 async def _fetch_once(url: str) -> bytes:
-    """Return the body at `url`; follow redirects only within its origin."""
+    """Return the body at `url`; follow redirects (by hand) only within its origin."""
     target = url
+    client = shared_client()
     try:
-        async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False) as client:
-            for _ in range(MAX_REDIRECTS + 1):
-                async with client.stream("GET", target) as response:
-                    if response.is_redirect:
-                        location = urljoin(target, response.headers.get("location", ""))
-                        if not _same_origin(url, location):
-                            raise InputUnavailable(f"redirect to another host: {location}")
-                        target = location
-                        continue
-                    if response.status_code != 200:
-                        raise InputUnavailable(
-                            f"GET {target} answered {response.status_code}",
-                            transient=response.status_code in TRANSIENT_STATUSES,
-                        )
-                    return await _read_limited(response)
+        for _ in range(MAX_REDIRECTS + 1):
+            async with client.stream("GET", target, timeout=TIMEOUT_SECONDS) as response:
+                if response.is_redirect:
+                    location = urljoin(target, response.headers.get("location", ""))
+                    if not _same_origin(url, location):
+                        raise InputUnavailable(f"redirect to another host: {location}")
+                    target = location
+                    continue
+                if response.status_code != 200:
+                    raise InputUnavailable(
+                        f"GET {target} answered {response.status_code}",
+                        transient=response.status_code in TRANSIENT_STATUSES,
+                    )
+                return await _read_limited(response)
     except httpx.HTTPError as exc:
         message = f"GET {target} failed: {exc.__class__.__name__}"
         raise InputUnavailable(message, transient=True) from exc

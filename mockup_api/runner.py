@@ -17,6 +17,8 @@ from typing import Any
 
 from django.conf import settings
 
+from mockup_api.http import close_shared_client
+
 logger = logging.getLogger(__name__)
 
 
@@ -72,6 +74,7 @@ class Runner:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        await close_shared_client()
 
 
 runner = Runner()

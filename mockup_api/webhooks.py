@@ -20,6 +20,7 @@ import httpx
 from django.conf import settings
 from standardwebhooks import Webhook
 
+from mockup_api.http import shared_client
 from mockup_api.runner import runner
 from mockup_api.store import iso, now
 
@@ -63,29 +64,31 @@ async def deliver(delivery: Delivery) -> bool:
     url = settings.MOCKUP_API_WEBHOOK_URL
     if not url:
         return False
-    delays = (*RETRY_DELAYS, None)
-    async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS) as client:
-        for attempt, delay in enumerate(delays, start=1):
-            try:
-                response = await client.post(
-                    url, content=delivery.body, headers=signed_headers(delivery, now())
-                )
-                if response.is_success:
-                    logger.info(
-                        "mockup_api webhook delivered id=%s type=%s attempt=%s",
-                        delivery.msg_id, delivery.type, attempt,
-                    )  # fmt: skip
-                    return True
-                outcome = f"status={response.status_code}"
-            except httpx.HTTPError as exc:
-                outcome = f"error={exc.__class__.__name__}"
-            if delay is None:
-                break
-            logger.info(
-                "mockup_api webhook retry id=%s attempt=%s %s next_in=%s",
-                delivery.msg_id, attempt, outcome, delay,
-            )  # fmt: skip
-            await asyncio.sleep(delay)
+    client = shared_client()  # one pool for every delivery (mockup_api.http)
+    for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
+        try:
+            response = await client.post(
+                url,
+                content=delivery.body,
+                headers=signed_headers(delivery, now()),
+                timeout=TIMEOUT_SECONDS,
+            )
+            if response.is_success:
+                logger.info(
+                    "mockup_api webhook delivered id=%s type=%s attempt=%s",
+                    delivery.msg_id, delivery.type, attempt,
+                )  # fmt: skip
+                return True
+            outcome = f"status={response.status_code}"
+        except httpx.HTTPError as exc:
+            outcome = f"error={exc.__class__.__name__}"
+        if delay is None:
+            break
+        logger.info(
+            "mockup_api webhook retry id=%s attempt=%s %s next_in=%s",
+            delivery.msg_id, attempt, outcome, delay,
+        )  # fmt: skip
+        await asyncio.sleep(delay)
     logger.warning("mockup_api webhook gave up id=%s type=%s", delivery.msg_id, delivery.type)
     return False
 

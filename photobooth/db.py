@@ -1,4 +1,5 @@
-"""`durable_transaction`: the transaction every state-changing action runs in.
+"""`durable_transaction`, the transaction every state-changing action runs in; `in_db_thread`,
+how the background workers reach the database from their event loop.
 
 On PostgreSQL it is `transaction.atomic(durable=True)`. On SQLite (the embedded default) it
 also takes a process-wide lock first: SQLite has one writer at a time, and a writer that finds
@@ -9,11 +10,15 @@ added up to hundreds of milliseconds per action; queueing on a lock costs only t
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
+from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connection, transaction
 
 _sqlite_writer = threading.RLock()
@@ -37,3 +42,49 @@ def durable_transaction[**P, R](function: Callable[P, R]) -> Callable[P, R]:
             return function(*args, **kwargs)
 
     return wrapper
+
+
+# --- Database work of the background workers ----------------------------------------------------
+
+_executor: ThreadPoolExecutor | None = None
+
+
+def _db_executor() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(
+            max_workers=settings.WORKER_DB_THREADS, thread_name_prefix="photobooth-db"
+        )
+    return _executor
+
+
+def _run_keeping_connection[**P, R](function: Callable[P, R], *args: P.args, **kw: P.kwargs) -> R:
+    try:
+        return function(*args, **kw)
+    finally:
+        # Each thread keeps its connection between calls (a worker makes thousands); one that
+        # failed is checked and dropped if broken, so the next call reconnects.
+        if connection.errors_occurred and not connection.is_usable():
+            connection.close()
+        connection.errors_occurred = False
+
+
+def in_db_thread[**P, R](function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """Return an async callable that runs `function` in one of the workers' database threads.
+
+    asgiref's default (`sync_to_async`, thread-sensitive) runs every call of a process on one
+    shared thread, so a worker's database work went one call at a time, behind one slow write.
+    WORKER_DB_THREADS threads (each with its own connection) let lanes, the queue, the inbox
+    and the leader write side by side; SQLite writers still queue on the lock above. With
+    WORKER_DB_THREADS=0 it falls back to that shared thread (in-process tests: their database
+    transaction lives on it).
+    """
+    if settings.WORKER_DB_THREADS == 0:
+        return sync_to_async(function)
+
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        job = functools.partial(_run_keeping_connection, function, *args, **kwargs)
+        return await loop.run_in_executor(_db_executor(), job)
+
+    return call

@@ -317,6 +317,9 @@ TASK_DEADLINE_SECONDS = env_int("TASK_DEADLINE_SECONDS", 600, minimum=10)
 # WORKER_LEASE_SECONDS + WORKER_RENEW_SECONDS (25 s by default; the contract promises 30 s).
 WORKER_LEASE_SECONDS = env_int("WORKER_LEASE_SECONDS", 20, minimum=2)
 WORKER_RENEW_SECONDS = env_int("WORKER_RENEW_SECONDS", 5, minimum=1)
+# Threads (each with a database connection) a worker writes through; keep it below
+# DATABASE_POOL_MAX. 0: asgiref's one shared thread (in-process tests).
+WORKER_DB_THREADS = env_int("WORKER_DB_THREADS", 4, minimum=0)
 if WORKER_LEASE_SECONDS < 2 * WORKER_RENEW_SECONDS:
     # One late renewal must not lose a live worker's claims.
     raise ImproperlyConfigured(

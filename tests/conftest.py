@@ -62,6 +62,14 @@ def _media_root(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _worker_db_on_the_test_thread(settings):
+    """In-process tests drive worker parts whose database work must see the test's own
+    transaction, which lives on asgiref's shared thread (real worker processes use threads of
+    their own: tests/deployment.py, tests/upstream_helpers.py)."""
+    settings.WORKER_DB_THREADS = 0
+
+
+@pytest.fixture(autouse=True)
 def _in_memory_channel_layer(settings):
     """Give every test a fresh in-memory layer (unless it opts into Redis)."""
     from channels.layers import channel_layers

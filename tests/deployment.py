@@ -206,9 +206,10 @@ class Deployment:
             time.sleep(0.05)
 
     def sql(self, query: str, *params: Any) -> list[tuple]:
-        """Run a query on the deployment's database (read what the processes wrote)."""
+        """Run a statement on the deployment's database; return its rows (if any)."""
         with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as db:
-            return db.execute(query, params).fetchall()
+            cursor = db.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
 
     def upstream_stats(self) -> dict[str, Any]:
         """The built-in API's creation counts (`createdByKey`: upstream tasks per our task id)."""
@@ -252,7 +253,7 @@ def deployment(
             PHOTOBOOTH_VAR_DIR=str(var),
             DJANGO_SETTINGS_MODULE="photobooth.settings",
             DATABASE_URL=database_url,
-            DATABASE_POOL_MAX="6",
+            DATABASE_POOL_MAX="10",
             REDIS_URL=redis_server.url,
             MOCKUP_API_KEY=secrets.token_hex(16),
             WEBHOOK_SECRETS=secret,
