@@ -113,12 +113,12 @@ def do_mark_submitted(claim: Claim, upstream_id: str, job_ids: dict[int, str]) -
         logger.error("upstream_id_conflict task=%s kept=%s got=%s",
                      task.pk, task.upstream_id, upstream_id)  # fmt: skip
         return Submission.FENCED
+    if not _holds(task, claim):
+        return Submission.FENCED
     if task.is_finished:
         if not task.upstream_id:
             Task.objects.filter(pk=task.pk).update(upstream_id=upstream_id)
         return Submission.UNWANTED
-    if not _holds(task, claim):
-        return Submission.FENCED
     Task.objects.filter(pk=task.pk).update(upstream_id=upstream_id)
     task.upstream_id = upstream_id
     for index, job_upstream_id in job_ids.items():

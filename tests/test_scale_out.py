@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.deployment import Deployment, deployment
+from tests.deployment import TEST_LEASE, Deployment, deployment
 from tests.live import SSEReader, free_port
 from tests.upstream_helpers import Booth, contract_problems
 
@@ -250,3 +251,35 @@ def test_redis_stopped_for_ten_seconds_mid_run_fails_no_task_and_loses_no_event(
 
     assert statuses == {"completed": 8}, (failed, logs)
     assert not problems, (problems, json.dumps(stream.events[-3:]), logs)
+
+
+def test_a_worker_paused_past_its_lease_is_fenced_and_every_task_is_created_once(tmp_path):
+    """SIGSTOP a worker holding claims (waiting on a tight upstream rate limit) for longer than
+    its lease: another worker takes its tasks over; when the first resumes, its writes are
+    fenced, its late POSTs are answered by the idempotency key, and it takes a fresh identity."""
+    tight = {"MOCKUP_API_RATE_LIMIT": "4", "MOCKUP_API_RATE_WINDOW_SECONDS": "2"}
+    with deployment(tmp_path, workers=1, **tight, **RENDER) as (setup, _):
+        booth = Booth(setup.base, "pause-booth")
+        upload = booth.upload()
+        task_ids = [create_mixed(booth, upload, n)["taskId"] for n in range(10)]
+        time.sleep(1.0)  # the worker claims tasks; most wait on the rate limiter
+        paused = setup.workers[0]
+        paused.process.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(float(TEST_LEASE["WORKER_LEASE_SECONDS"]) + 2)
+            setup.start_worker()
+            time.sleep(3)
+        finally:
+            paused.process.send_signal(signal.SIGCONT)
+        finished = wait_all(booth, task_ids, setup)
+        problems = exactly_once_problems(setup, task_ids)
+        problems += [p for t in finished for p in contract_problems(t, booth.events(t))]
+        statuses = Counter(t["status"] for t in finished)
+        paused_log = paused.tail(200_000)
+        logs = setup.logs() if problems or statuses != {"completed": 10} else ""
+
+    assert statuses == {"completed": 10}, (statuses, logs)
+    assert not problems, (problems, logs)
+    assert "worker_lease_lost" in paused_log, paused_log[-3000:]
+    # Its submissions that resumed after the takeover wrote nothing.
+    assert "claim_fenced" in paused_log and "outcome=fenced" in paused_log, paused_log[-3000:]
