@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import Now
 from django.http import HttpRequest
 from django.utils.html import format_html
 
@@ -13,7 +14,16 @@ from jobs_app import doorbell
 from jobs_app.actions import do_cancel_task, do_retry_task
 from jobs_app.events import serialize_event
 from jobs_app.inbox import do_requeue_delivery
-from jobs_app.models import Event, Job, Task, Upload, WebhookDelivery, WebhookVerdict
+from jobs_app.models import (
+    Event,
+    Job,
+    Lease,
+    Task,
+    Upload,
+    WebhookDelivery,
+    WebhookVerdict,
+    Worker,
+)
 from jobs_app.states import TaskStatus
 from photobooth.errors import PhotoboothError
 from sessions_app.admin import ReadOnlyAdminMixin
@@ -98,7 +108,8 @@ class TaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "id", "session", "client_app", "kind", "status", "priority", "params", "upload",
         "source_job", "created_at", "started_at", "finished_at", "deadline_at", "cursor_seq",
         "queue_position", "eta_seconds", "upstream_id", "error_code", "error_message",
-        "cancel_reason", "idempotency_key",
+        "cancel_reason", "idempotency_key", "claimed_by", "claim_epoch", "claimed_at",
+        "attempts", "next_attempt_at", "last_error", "upstream_request",
     )  # fmt: skip
     exclude = ("request_digest",)
 
@@ -220,3 +231,39 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             f"here within seconds); skipped {skipped} unverified.",
             messages.WARNING if skipped else messages.SUCCESS,
         )
+
+
+@admin.register(Worker)
+class WorkerAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Worker starts: who is alive (lease ahead, database time), what each one holds."""
+
+    list_display = ("name", "id", "alive", "started_at", "heartbeat_at", "lease_expires_at",
+                    "app_id", "claims")  # fmt: skip
+    ordering = ("-started_at",)
+    readonly_fields = ("id", "name", "started_at", "heartbeat_at", "lease_expires_at", "app_id")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        live = Q(tasks__status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING])
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                live_claims=Count("tasks", filter=live), alive_now=Q(lease_expires_at__gt=Now())
+            )
+        )
+
+    @admin.display(boolean=True, description="alive", ordering="lease_expires_at")
+    def alive(self, worker: Worker) -> bool:
+        return bool(worker.alive_now)
+
+    @admin.display(description="queued and running tasks held")
+    def claims(self, worker: Worker) -> int:
+        return worker.live_claims
+
+
+@admin.register(Lease)
+class LeaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Singleton leases (the leader): holder (a worker id), epoch, expiry."""
+
+    list_display = ("name", "holder", "epoch", "expires_at")
+    readonly_fields = ("name", "holder", "epoch", "expires_at")

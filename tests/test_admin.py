@@ -394,3 +394,33 @@ class TestAccess:
         response = run_action(visitor, "cancel_tasks", task_id)
         assert response.status_code == 302
         assert Task.objects.get(pk=task_id).status == "queued"
+
+
+class TestWorkers:
+    def test_it_lists_live_and_dead_workers_with_the_claims_they_hold(
+        self, admin_client, create_task
+    ):
+        from django.db.models.functions import Now
+
+        from jobs_app.claims import claim_next
+        from jobs_app.models import Worker
+        from tests.worker_helpers import a_worker
+
+        living, dead = a_worker("host-a:11"), a_worker("host-b:22")
+        create_task()
+        claim_next(living.id)
+        Worker.objects.filter(pk=dead.id).update(lease_expires_at=Now())
+        page = admin_client.get(reverse("admin:jobs_app_worker_changelist")).content.decode()
+        assert "host-a:11" in page and "host-b:22" in page
+        assert page.count('alt="True"') == 1 and page.count('alt="False"') == 1
+        assert '<td class="field-claims">1</td>' in page
+
+    def test_a_tasks_page_shows_which_worker_holds_it(self, admin_client, create_task):
+        from jobs_app.claims import claim_next
+        from tests.worker_helpers import a_worker
+
+        worker = a_worker("host-c:33")
+        task = create_task()
+        claim_next(worker.id)
+        page = admin_client.get(task_page(task)).content.decode()
+        assert "host-c:33" in page
