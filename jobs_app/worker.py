@@ -104,9 +104,20 @@ class BackgroundWork:
                 await asyncio.sleep(REGISTER_RETRY_SECONDS)
 
     async def _keep_lease(self) -> None:
-        """Renew the lease, adopt orphaned tasks and release forgotten claims, on a beat."""
+        """Adopt orphaned tasks and release forgotten claims, then renew the lease; repeat.
+
+        Adoption comes first: after a restart the dead worker's tasks (expired at registration
+        when its pid is gone) are taken over at once, not a renewal interval later.
+        """
         identity, queue = self.identity, self.queue
         while True:
+            try:
+                await queue.adopt_orphans()
+                await _db(release_forgotten)(identity.id, set(queue.submitting))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker_adoption_failed worker=%s", identity.id)
             await asyncio.sleep(settings.WORKER_RENEW_SECONDS)
             try:
                 if not await _db(leases.renew_worker)(identity, queue.client.app_id):
@@ -114,8 +125,6 @@ class BackgroundWork:
                                  identity.id)  # fmt: skip
                     identity.id = leases.new_worker_id()
                     await _db(leases.register_worker)(identity, queue.client.app_id)
-                await queue.adopt_orphans()
-                await _db(release_forgotten)(identity.id, set(queue.submitting))
             except asyncio.CancelledError:
                 raise
             except Exception:

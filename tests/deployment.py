@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ import psycopg
 import pytest
 
 from tests.live import ROOT, free_port
-from tests.upstream_helpers import wait_for
+from tests.upstream_helpers import wait_for, wait_until_up
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Short leases, so takeovers happen within seconds in tests (production: 20 s and 5 s).
@@ -193,17 +192,7 @@ class Deployment:
         return rows[0][0] > 0
 
     def _wait_http(self, process: Process, probe: str) -> None:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(probe, timeout=1).status_code < 500:
-                    return
-            except httpx.TransportError:
-                pass
-            if not process.alive or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"{process.name} did not start:\n{process.tail()}")
-            time.sleep(0.05)
+        wait_until_up(probe, process.process, process.log, process.name)
 
     def sql(self, query: str, *params: Any) -> list[tuple]:
         """Run a statement on the deployment's database; return its rows (if any)."""

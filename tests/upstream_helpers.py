@@ -94,7 +94,8 @@ class Server:
         self.process.wait(10)
 
 
-def _wait_until_up(probe: str, process: subprocess.Popen, log: Path, what: str) -> None:
+def wait_until_up(probe: str, process: subprocess.Popen, log: Path, what: str) -> None:
+    """Poll `probe` until it answers below 500; fail with the log if the process dies first."""
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -139,7 +140,7 @@ def serve(
         process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=out, stderr=out)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(f"{base}/health", process, log, "our server")
+        wait_until_up(f"{base}/health", process, log, "our server")
         yield Server(base, process, log)
     finally:
         _stop(process)
@@ -157,7 +158,7 @@ def standalone_api(var_dir: Path, *, public_base_url: str, **env: str) -> Iterat
     base = f"http://127.0.0.1:{port}"
     try:
         # Hosted files need no key and spend no rate-limit token: a 404 means it is up.
-        _wait_until_up(f"{base}/mockup-api/v2/files/{'0' * 32}.png", process, log, "the API")
+        wait_until_up(f"{base}/mockup-api/v2/files/{'0' * 32}.png", process, log, "the API")
         yield Server(base, process, log)
     finally:
         _stop(process)
