@@ -27,12 +27,10 @@ from itertools import batched
 
 from django.conf import settings
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from jobs_app import metrics
+from jobs_app.redis_clients import close_redis_clients, lua_script, redis_client
 from jobs_app.stream_registry import (
     OpenStream,
     StatsUnavailable,
@@ -47,8 +45,6 @@ logger = logging.getLogger(__name__)
 # fail-over), and a dead process's slots are free at most a minute after it died.
 ENTRY_TTL_SECONDS = 60
 REFRESH_SECONDS = 20
-# Opening a stream waits on Redis: fail within seconds, not after redis-py's ten retries.
-SOCKET_TIMEOUT_SECONDS = 2
 REFRESH_BATCH = 500  # entries per refresh script call, so one call never blocks Redis long
 
 REDIS_ERRORS = (RedisError, OSError)  # OSError covers refused connections and TimeoutError
@@ -65,7 +61,7 @@ end
 """
 # KEYS: session set, all set. ARGV: connection id, member, cap, TTL in ms. Returns 1 or 0.
 # One script, so checking the count and adding are one step for every process.
-REGISTER_LUA = (
+REGISTER = lua_script(
     _NOW_MS
     + _EXPIRE_AT_NEWEST
     + """
@@ -85,7 +81,7 @@ return 1
 # KEYS: all set, then the session set of each stream. ARGV: TTL in ms, then connection id and
 # member of each stream. Adds rather than updates: an entry Redis lost (a restart, a fail-over,
 # a register made while Redis was down) is written back, because the stream is really open.
-REFRESH_LUA = (
+REFRESH = lua_script(
     _NOW_MS
     + _EXPIRE_AT_NEWEST
     + """
@@ -100,7 +96,7 @@ return #KEYS - 1
 """
 )
 # KEYS: all set. Drops the expired entries and returns the others.
-STATS_LUA = (
+STATS = lua_script(
     _NOW_MS
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -120,12 +116,8 @@ def _parse_member(member: str) -> OpenStream:
 
 @dataclass(slots=True, kw_only=True)
 class _LoopState:
-    """What one event loop holds: redis-py connections cannot cross loops (tests make many)."""
+    """What one event loop holds: its refresher task cannot cross loops (tests make many)."""
 
-    client: Redis
-    register: AsyncScript
-    refresh: AsyncScript
-    stats: AsyncScript
     streams: dict[str, OpenStream] = field(default_factory=dict)  # held by this process
     refresher: asyncio.Task | None = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set when streams empties
@@ -176,21 +168,12 @@ class RedisStreamRegistry(StreamRegistry):
         with self._loops_lock:
             state = self._loops.get(loop)
             if state is None:
-                client = Redis.from_url(
-                    self.url,
-                    decode_responses=True,
-                    socket_timeout=SOCKET_TIMEOUT_SECONDS,
-                    socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
-                    retry=Retry(NoBackoff(), 1),  # one retry: a pooled connection gone stale
-                )
-                state = _LoopState(
-                    client=client,
-                    register=client.register_script(REGISTER_LUA),
-                    refresh=client.register_script(REFRESH_LUA),
-                    stats=client.register_script(STATS_LUA),
-                )
-                self._loops[loop] = state
+                state = self._loops[loop] = _LoopState()
             return state
+
+    def _redis(self) -> Redis:
+        """Return the running loop's client (closed clients are replaced, see aclose)."""
+        return redis_client(self.url)
 
     # --- the interface ---------------------------------------------------------------------
 
@@ -202,7 +185,7 @@ class RedisStreamRegistry(StreamRegistry):
         try:
             # Cancelled after Redis ran the script, the entry is not ours to refresh: it
             # expires within the TTL.
-            added = await state.register(keys=keys, args=args)
+            added = await REGISTER(keys, args, client=self._redis())
         except REDIS_ERRORS as exc:
             self._failed("register", exc)
             held = sum(1 for s in state.streams.values() if s.session_id == stream.session_id)
@@ -230,9 +213,8 @@ class RedisStreamRegistry(StreamRegistry):
         await self._remove(state, [(connection_id, stream)])
 
     async def stats(self) -> StreamStats:
-        state = self._state()
         try:
-            members = await state.stats(keys=[self._all_key])
+            members = await STATS([self._all_key], client=self._redis())
         except REDIS_ERRORS as exc:
             self._failed("stats", exc)
             raise StatsUnavailable() from exc
@@ -245,16 +227,16 @@ class RedisStreamRegistry(StreamRegistry):
         return Counter(s.transport for state in states for s in list(state.streams.values()))
 
     async def aclose(self) -> None:
-        """Stop refreshing and close this event loop's connections (tests, shutdown)."""
+        """Stop refreshing and close this event loop's Redis clients (tests, shutdown)."""
         with self._loops_lock:
             state = self._loops.pop(asyncio.get_running_loop(), None)
-        if state is None:
-            return
-        if state.refresher is not None:
+        if state is not None and state.refresher is not None:
             state.refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await state.refresher
-        await state.client.aclose()
+        # The clients are the loop's, shared with the upstream limits: this is for when the
+        # loop is done with Redis (a later call would simply open a new client).
+        await close_redis_clients()
 
     # --- upkeep ----------------------------------------------------------------------------
 
@@ -280,7 +262,7 @@ class RedisStreamRegistry(StreamRegistry):
             for connection_id, stream in chunk:
                 args += [connection_id, _member(connection_id, stream)]
             try:
-                await state.refresh(keys=keys, args=args)
+                await REFRESH(keys, args, client=self._redis())
             except REDIS_ERRORS as exc:
                 self._failed("refresh", exc)
                 return
@@ -292,7 +274,7 @@ class RedisStreamRegistry(StreamRegistry):
 
     async def _remove(self, state: _LoopState, streams: list[tuple[str, OpenStream]]) -> None:
         try:
-            async with state.client.pipeline(transaction=True) as pipe:
+            async with self._redis().pipeline(transaction=True) as pipe:
                 for connection_id, stream in streams:
                     pipe.zrem(self._session_key(stream.session_id), connection_id)
                     pipe.zrem(self._all_key, _member(connection_id, stream))

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from jobs_app.redis_clients import close_redis_clients, redis_client
 from jobs_app.upstream import shared_limits
 from jobs_app.upstream.client import UpstreamClient
 from jobs_app.upstream.errors import CircuitOpen, UpstreamError
@@ -25,9 +26,7 @@ from jobs_app.upstream.shared_limits import (
     SharedCircuitBreaker,
     SharedRateLimiter,
     SharedStore,
-    close_connections,
     credential_key,
-    redis_for,
 )
 from mockup_api.ratelimit import RateLimiter as UpstreamBucket
 
@@ -71,11 +70,11 @@ async def credential(settings) -> AsyncIterator[str]:
     settings.MOCKUP_API_KEY = f"test-{uuid.uuid4().hex}"
     credential = credential_key(settings.MOCKUP_API_KEY)
     yield credential
-    redis = redis_for(REDIS_URL)
+    redis = redis_client(REDIS_URL)
     keys = [key async for key in redis.scan_iter(match=f"photobooth:upstream-*:{credential}*")]
     if keys:
         await redis.delete(*keys)
-    await close_connections()
+    await close_redis_clients()
 
 
 @pytest.fixture
@@ -168,9 +167,9 @@ async def test_a_worker_sleeps_until_its_token_instead_of_polling(credential, mo
     await limiter.learn(httpx.Response(200, headers=headers))  # next token in 0.5 s
     asks = []
 
-    async def counted(*args: object) -> object:
+    async def counted(*args: object, **kwargs: object) -> object:
         asks.append(args)
-        return await acquire(*args)
+        return await acquire(*args, **kwargs)
 
     acquire = shared_limits.ACQUIRE
     monkeypatch.setattr(shared_limits, "ACQUIRE", counted)
@@ -195,7 +194,7 @@ async def test_the_shared_bucket_expires_after_about_two_refills(credential):
     headers = {"X-Ratelimit-Policy": "5;w=60", "X-Ratelimit-Remaining": "4"}
     await limiter.learn(httpx.Response(200, headers=headers))
     assert await limiter.wait() is True
-    redis = redis_for(REDIS_URL)
+    redis = redis_client(REDIS_URL)
     assert 60_000 < await redis.pttl(limiter.bucket_key) <= 120_000
     # The policy outlives it, so the first burst after a quiet spell is limited too.
     assert await redis.ttl(limiter.policy_key) > 120
@@ -227,7 +226,7 @@ async def test_only_one_worker_gets_the_half_open_trial(credential):
     for _ in range(first.threshold):
         await first.record(healthy=False)
     # Let the cooldown pass without waiting for it: move the opening back in Redis.
-    redis = redis_for(REDIS_URL)
+    redis = redis_client(REDIS_URL)
     opened_at = float(await redis.hget(first.key, "opened_at"))
     await redis.hset(first.key, "opened_at", opened_at - first.cooldown * 1000)
 

@@ -18,13 +18,13 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from jobs_app.redis_clients import close_redis_clients
 from jobs_app.upstream.errors import CircuitOpen, UpstreamError
 from jobs_app.upstream.limits import Breaker, CircuitBreaker, Limiter, RateLimiter
 from jobs_app.upstream.shared_limits import (
     SharedCircuitBreaker,
     SharedRateLimiter,
     SharedStore,
-    close_connections,
     credential_key,
 )
 
@@ -95,7 +95,7 @@ class UpstreamClient:
             self._http = None
         # The loop's Redis connections of the shared limits (none without REDIS_URL); another
         # client on this loop would simply open new ones.
-        await close_connections()
+        await close_redis_clients()
 
     # --- calls -----------------------------------------------------------------------------
 

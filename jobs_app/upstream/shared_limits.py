@@ -13,17 +13,13 @@ import asyncio
 import hashlib
 import logging
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import httpx
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from jobs_app.redis_clients import lua_script, redis_client
 from jobs_app.upstream.limits import CircuitBreaker, RateLimiter, RateLimitHeaders
 
 logger = logging.getLogger(__name__)
@@ -39,67 +35,11 @@ POLICY_TTL_SECONDS = 24 * 3600
 UNKNOWN_WINDOW_SECONDS = 60
 # A failure streak this old says nothing about the upstream's health now.
 BREAKER_TTL_SECONDS = 3600
-# A decision takes well under a millisecond; anything slower means Redis is in trouble, and
-# then the in-process fallback is better than holding up the call.
-SOCKET_TIMEOUT_SECONDS = 2.0
-CONNECT_TIMEOUT_SECONDS = 1.0
-# Per process and loop; each call holds a connection for one round trip.
-MAX_CONNECTIONS = 32
 
 
 def credential_key(api_key: str) -> str:
     """Return the part of a Redis key that names an API key without revealing it."""
     return hashlib.sha256(api_key.encode()).hexdigest()[:16]
-
-
-# --- Connections: one pool per event loop -------------------------------------------------------
-
-# A pool's connections belong to the loop that opened them. Servers run one loop per process;
-# tests start a new loop per test, so a pool must never be reused across loops.
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Redis]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def redis_for(url: str) -> Redis:
-    """Return the running loop's Redis client for url (created on first use there)."""
-    clients = _clients.setdefault(asyncio.get_running_loop(), {})
-    if (client := clients.get(url)) is None:
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=MAX_CONNECTIONS,
-            timeout=SOCKET_TIMEOUT_SECONDS,  # waiting for a free connection
-            socket_timeout=SOCKET_TIMEOUT_SECONDS,
-            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            # One immediate retry covers a connection Redis closed while idle; redis-py's
-            # default (10 retries with backoff) would hold a call for seconds when it is down.
-            retry=Retry(NoBackoff(), 1),
-        )
-        client = clients[url] = Redis.from_pool(pool)
-    return client
-
-
-async def close_connections() -> None:
-    """Close the running loop's Redis connections (at shutdown, and after each test)."""
-    for client in _clients.pop(asyncio.get_running_loop(), {}).values():
-        await client.aclose()
-
-
-@dataclass(frozen=True, slots=True)
-class Script:
-    """A Lua script, run by its SHA1 and loaded on the first NOSCRIPT."""
-
-    source: str
-    sha: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
-
-    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await redis.eval(self.source, len(keys), *keys, *args)
 
 
 class SharedStore:
@@ -117,7 +57,7 @@ class SharedStore:
         if self.clock() < self._down_until:
             return None
         try:
-            result = await command(redis_for(self.url))
+            result = await command(redis_client(self.url))
         except (RedisError, OSError) as exc:
             # OSError includes TimeoutError. Warn once per outage, not once per call.
             if not self._down:
@@ -154,7 +94,7 @@ end
 
 # Return 0 and take a token, or the milliseconds to wait (without taking one: the caller
 # sleeps that long and asks again, since a 429 seen meanwhile may move the time).
-ACQUIRE = Script(
+ACQUIRE = lua_script(
     _NOW_AND_STATE
     + """
 if blocked_until > now then
@@ -182,7 +122,7 @@ return 0
 # (a response may be older than calls we already counted). Return the ms to wait now.
 # ARGV: retry_after ms, limit, window ms, remaining, reset ms (each '' when not said),
 # policy ttl ms, unknown-window ms.
-LEARN = Script(
+LEARN = lua_script(
     _NOW_AND_STATE
     + """
 local retry_after, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -241,7 +181,7 @@ class SharedRateLimiter:
         keys = (self.bucket_key, self.policy_key)
         # Sleeps exactly as long as Redis says, then asks again: no tight polling.
         while True:
-            wait_ms = await self.store.run(lambda redis: ACQUIRE(redis, keys, ()))
+            wait_ms = await self.store.run(lambda redis: ACQUIRE(keys, client=redis))
             if wait_ms is None:
                 return await self.local.wait(give_up_at)
             if wait_ms <= 0:
@@ -267,7 +207,7 @@ class SharedRateLimiter:
             UNKNOWN_WINDOW_SECONDS * 1000,
         )
         keys = (self.bucket_key, self.policy_key)
-        await self.store.run(lambda redis: LEARN(redis, keys, args))
+        await self.store.run(lambda redis: LEARN(keys, args, client=redis))
 
 
 def _ms(seconds: float | None) -> str:
@@ -278,7 +218,7 @@ def _ms(seconds: float | None) -> str:
 
 # KEYS[1]: hash (failures, opened_at ms). ARGV[1]: cooldown ms, ARGV[2]: key ttl ms.
 # Return {allowed, failures, ms until the cooldown ends}.
-ADMIT = Script(
+ADMIT = lua_script(
     """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -302,7 +242,7 @@ return {1, failures, cooldown}
 
 # KEYS[1]: as ADMIT. ARGV[1]: threshold, ARGV[2]: cooldown ms, ARGV[3]: key ttl ms.
 # Count one health failure; return {failures, ms until the cooldown ends}.
-RECORD_FAILURE = Script(
+RECORD_FAILURE = lua_script(
     """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -363,7 +303,7 @@ class SharedCircuitBreaker:
     async def admit(self) -> bool:
         """Return whether a call may go out now: always when closed, one trial per cooldown."""
         args = (round(self.cooldown * 1000), self._ttl_ms())
-        answer = await self.store.run(lambda redis: ADMIT(redis, (self.key,), args))
+        answer = await self.store.run(lambda redis: ADMIT((self.key,), args, client=redis))
         if answer is None:
             allowed = self.local.allow()
             self._remember(self.local.failures, self.local.retry_in())
@@ -385,7 +325,7 @@ class SharedCircuitBreaker:
             return
         self.local.record_failure()
         args = (self.threshold, round(self.cooldown * 1000), self._ttl_ms())
-        answer = await self.store.run(lambda redis: RECORD_FAILURE(redis, (self.key,), args))
+        answer = await self.store.run(lambda redis: RECORD_FAILURE((self.key,), args, client=redis))
         if answer is None:
             self._remember(self.local.failures, self.local.retry_in())
         else:
