@@ -15,7 +15,11 @@ figures depend on the machine (see docs/performance.md).
   with the web process for the CPU. The load generator shares the machine, so it is chosen to
   cost as little CPU as possible: `wrk` (Debian package `wrk`) when installed, replaying the
   pre-signed requests from a file for `--seconds`; otherwise (or with `--generator httpx`) an
-  asyncio httpx client posting `--webhooks` deliveries, which on two cores is itself a limit.
+  asyncio httpx client posting `--webhooks` deliveries, which on two cores is itself a limit
+  (about 5 ms of CPU per request). With wrk, `stored` exceeds `accepted` by the requests still
+  in flight when wrk stops. Also printed: CPU per accepted delivery of the web process, of the
+  load generator and of all PostgreSQL processes (other users of the server included), and how
+  busy the whole machine was; `--wait-quiet` first waits for the machine to calm down.
 - tasks/s: enhancement tasks created as fast as one client thread can, followed by a
   long-polling client; tasks per second from the first POST to the last terminal event, and
   each task's creation-to-terminal-event latency, with 1 and with 2 workers.
@@ -27,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,6 +46,8 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.streams import SERVICES, cpu_by_name, cpu_seconds, machine_cpu, wait_quiet  # noqa: E402
 
 WEBHOOK_PATH = "/webhooks/mockup-api"
 # Pre-signed deliveries per second of a wrk run: above what one web process can take, so the
@@ -200,7 +207,7 @@ def _generator(choice: str) -> str:
 
 def webhook_ingest(
     tmp: Path, *, webhooks: int | None, concurrency: int, generator: str, seconds: float,
-    wrk_threads: int = 1, py_spy: Path | None = None,
+    wrk_threads: int = 1, py_spy: Path | None = None, wait_for_quiet: float = 0,
 ) -> dict:  # fmt: skip
     import httpx
 
@@ -227,30 +234,39 @@ def webhook_ingest(
         # Warm up the web process (connections, code paths) with a few deliveries first.
         warm = _signed_bodies(secret, 200, upstream_ids)
         asyncio.run(_post_all(f"{setup.base}{WEBHOOK_PATH}", warm, 8))
+        result: dict = {"generator": generator, "concurrency": concurrency}
+        if wait_for_quiet:
+            result["busy_before"] = wait_quiet(wait_for_quiet)
         profiler = None
         if py_spy is not None:
             py_spy.parent.mkdir(parents=True, exist_ok=True)
             profiler = subprocess.Popen(
                 [str(Path(sys.executable).parent / "py-spy"), "record", "-p",
                  str(setup.webs[0].process.pid), "-d", str(int(seconds) if generator == "wrk"
-                 else 15), "-f", "raw", "--threads", "-o", str(py_spy)],
+                 else 15), "-f", "raw", "--threads", "--gil", "-o", str(py_spy)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             time.sleep(1)  # py-spy attaches
-        result: dict = {"generator": generator, "concurrency": concurrency}
+        web_pid = setup.webs[0].process.pid
+        web0, services0, machine0 = cpu_seconds(web_pid), cpu_by_name(SERVICES), machine_cpu()
         if generator == "wrk":
+            children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             figures = _run_wrk(setup.base, requests, concurrency=concurrency, seconds=seconds,
                                threads=wrk_threads, folder=tmp / "wrk")  # fmt: skip
+            children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            generator_cpu = (children1.ru_utime + children1.ru_stime
+                             - children0.ru_utime - children0.ru_stime)  # fmt: skip
             statuses = {int(k): v for k, v in figures["statuses"].items()}
             elapsed = figures["duration_us"] / 1e6
             result.update(exhausted=bool(figures["exhausted"]), p50=figures["p50_us"] / 1e3,
                           p90=figures["p90_us"] / 1e3, p99=figures["p99_us"] / 1e3,
                           socket_errors=figures["socket_errors"])  # fmt: skip
         else:
-            started = time.perf_counter()
+            started, cpu0 = time.perf_counter(), time.process_time()
             answered = asyncio.run(_post_all(f"{setup.base}{WEBHOOK_PATH}", requests, concurrency))
-            elapsed = time.perf_counter() - started
+            elapsed, generator_cpu = time.perf_counter() - started, time.process_time() - cpu0
             statuses = {s: answered.count(s) for s in set(answered)}
+        web1, services1, machine1 = cpu_seconds(web_pid), cpu_by_name(SERVICES), machine_cpu()
         if profiler is not None:
             profiler.wait()
         stored = setup.sql(
@@ -259,8 +275,12 @@ def webhook_ingest(
     accepted = statuses.get(202, 0) + statuses.get(204, 0)
     sent = sum(n for s, n in statuses.items() if s != 200)  # 200: wrk's filler after the pool
     result.update(sent=sent, accepted=accepted, stored=stored - len(warm), seconds=elapsed,
-                  per_second=accepted / elapsed, errors=sent - accepted,
-                  statuses=statuses)  # fmt: skip
+                  per_second=accepted / elapsed, errors=sent - accepted, statuses=statuses,
+                  web_ms=1000 * (web1 - web0) / max(accepted, 1),
+                  postgres_ms=1000 * (services1["postgres"] - services0["postgres"])
+                  / max(accepted, 1),
+                  machine_busy=(machine1[0] - machine0[0]) / max(machine1[1] - machine0[1], 1),
+                  generator_ms=1000 * generator_cpu / max(accepted, 1))  # fmt: skip
     return result
 
 
@@ -273,6 +293,12 @@ def _ingest_row(ingest: dict) -> tuple[str, str, str]:
                    f"p99 {ingest['p99']:.1f} ms")  # fmt: skip
         if ingest["exhausted"]:
             detail += "; POOL EXHAUSTED: raise --webhooks"
+    detail += (f"; CPU per delivery: web process {ingest['web_ms']:.2f} ms, load generator "
+               f"{ingest['generator_ms']:.2f} ms, postgres (all of the machine's) "
+               f"{ingest['postgres_ms']:.2f} ms; "
+               f"machine {100 * ingest['machine_busy']:.0f}% busy")  # fmt: skip
+    if "busy_before" in ingest:
+        detail += f" ({100 * ingest['busy_before']:.0f}% before)"
     return ("webhook ingest, 1 web process", f"{ingest['per_second']:.0f} /s", detail)
 
 
@@ -355,7 +381,14 @@ def main() -> None:
         "--py-spy",
         type=Path,
         default=None,
-        help="record a raw py-spy profile of the web process to this file",
+        help="record a py-spy profile of the web process here (raw, --gil: CPU samples)",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to this long for the machine to be under 25%% busy",
     )
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument(
@@ -373,7 +406,7 @@ def main() -> None:
         ingest = webhook_ingest(
             tmp / "ingest", webhooks=args.webhooks, concurrency=args.concurrency,
             generator=_generator(args.generator), seconds=args.seconds,
-            wrk_threads=args.wrk_threads, py_spy=args.py_spy,
+            wrk_threads=args.wrk_threads, py_spy=args.py_spy, wait_for_quiet=args.wait_quiet,
         )  # fmt: skip
         rows.append(_ingest_row(ingest))
     for workers in worker_counts:

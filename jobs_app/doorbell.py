@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -24,6 +25,10 @@ MESSAGE_TYPE = "worker.ring"
 # well before that.
 REJOIN_SECONDS = 600
 RETRY_SECONDS = 1.0
+# ring_soon sends at most one ring of a kind per window: a web process storing 1,000 webhook
+# deliveries a second would otherwise pay a Redis round trip for each, while a worker needs
+# one wake-up to read them all (and polls every second anyway).
+COALESCE_SECONDS = 0.025
 
 QUEUE = "queue"  # a task was created or left the queue
 INBOX = "inbox"  # a webhook delivery was stored
@@ -43,6 +48,48 @@ async def aring(what: str, **fields: Any) -> None:
         await layer.group_send(WORKERS_GROUP, _message(what, **fields))
     except Exception as exc:
         logger.warning("doorbell_failed what=%s error=%r", what, exc)
+
+
+class _Chimes:
+    """The rings of one event loop: when each kind was last sent, which are due."""
+
+    def __init__(self) -> None:
+        self.last_sent: dict[str, float] = {}
+        self.due: set[str] = set()
+        self.sending: set[asyncio.Task] = set()  # strong references until the send ends
+
+
+_chimes: weakref.WeakKeyDictionary[Any, _Chimes] = weakref.WeakKeyDictionary()  # by loop
+
+
+def ring_soon(what: str) -> None:
+    """Ring the workers from the event loop (after commit) without waiting for the send.
+
+    Rings within COALESCE_SECONDS of the last one sent are merged into one sent when the
+    window ends, so the last of a burst is never lost: it is sent after every commit it
+    stands for.
+    """
+    loop = asyncio.get_running_loop()
+    chimes = _chimes.get(loop)
+    if chimes is None:
+        chimes = _chimes[loop] = _Chimes()
+    if what in chimes.due:
+        return  # a ring not yet sent covers this one
+    chimes.due.add(what)
+    wait = chimes.last_sent.get(what, float("-inf")) + COALESCE_SECONDS - loop.time()
+    if wait > 0:
+        loop.call_later(wait, _send_due, loop, chimes, what)
+    else:
+        _send_due(loop, chimes, what)
+
+
+def _send_due(loop: asyncio.AbstractEventLoop, chimes: _Chimes, what: str) -> None:
+    # No longer due once its send starts: a commit after this point needs a ring of its own.
+    chimes.due.discard(what)
+    chimes.last_sent[what] = loop.time()
+    task = loop.create_task(aring(what))
+    chimes.sending.add(task)
+    task.add_done_callback(chimes.sending.discard)
 
 
 def ring_rollback_unsafe(what: str, **fields: Any) -> None:

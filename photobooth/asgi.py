@@ -1,4 +1,10 @@
-"""ASGI entry point: HTTP through Django (behind a body-size guard), WebSocket through Channels."""
+"""ASGI entry point: HTTP through Django (behind a body-size guard), WebSocket through Channels.
+
+Two kinds of HTTP path skip Django: the SSE streams (Channels consumers) and the upstream's
+webhooks, `jobs_app.webhooks.endpoint` (a plain ASGI app that needs no session, CSRF or auth,
+enforces its own 256 KiB limit while the body streams in, and must take 1,000 deliveries a
+second per process: see that module).
+"""
 
 from __future__ import annotations
 
@@ -18,11 +24,13 @@ django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.urls import re_path  # noqa: E402
+from django.urls import path, re_path  # noqa: E402
 
 from jobs_app.server_loop import remember_running_loop  # noqa: E402
 from jobs_app.upstream import check_deployment  # noqa: E402
+from jobs_app.webhooks import endpoint as webhook_endpoint  # noqa: E402
 from photobooth.routing import stream_urlpatterns, websocket_urlpatterns  # noqa: E402
+from photobooth.twisted_forms import skip_form_parsing  # noqa: E402
 
 
 class BodySizeLimit:
@@ -95,13 +103,17 @@ class RememberServerLoop:
 
 
 check_deployment()
+# Daphne's Twisted requests parsed every POST body as a form, for nothing (that module says why).
+skip_form_parsing()
 
 
 application = ProtocolTypeRouter(
     {
-        # SSE streams are Channels consumers (they need the channel layer); the rest is Django.
+        # SSE streams are Channels consumers (they need the channel layer), webhooks a lean app
+        # of their own; the rest is Django.
         "http": URLRouter(
             [
+                path("webhooks/mockup-api", webhook_endpoint),
                 *stream_urlpatterns(),
                 re_path(r"", BodySizeLimit(django_asgi_app)),
             ]
