@@ -33,11 +33,9 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -303,59 +301,24 @@ def _ingest_row(ingest: dict) -> tuple[str, str, str]:
 
 
 def tasks_per_second(tmp: Path, tasks: int, workers: int) -> dict[str, float]:
-    import httpx
-
-    from tests.conftest import image_bytes
+    from bench.enhancements import run_enhancements
     from tests.deployment import deployment
 
     env = {"MOCKUP_API_STEP_SECONDS": "0", "MOCKUP_API_WORKERS": "2", "LOG_LEVEL": "WARNING"}
     with deployment(tmp, webs=1, workers=workers, **env) as (setup, _):
-        base = setup.base
-        api = httpx.Client(base_url=base, timeout=60)
-        api.headers["Authorization"] = "Bearer " + api.post("/api/sessions").json()["token"]
-        upload = api.post("/api/uploads", files={"image": ("a.jpg", image_bytes(), "image/jpeg")})
-        upload_id = upload.json()["uploadId"]
-        cursor = api.get("/api/events").json()["cursor"]
-        created_at: dict[str, float] = {}
-        started = time.perf_counter()
-
-        def create_all() -> None:
-            client = httpx.Client(base_url=base, timeout=60, headers=dict(api.headers))
-            for n in range(tasks):
-                body = {"clientAppId": f"e2e-{n % 10}", "kind": "enhancement",
-                        "uploadId": upload_id}  # fmt: skip
-                response = client.post("/api/tasks", json=body)
-                response.raise_for_status()
-                created_at[response.json()["taskId"]] = time.perf_counter()
-
-        creator = threading.Thread(target=create_all)
-        creator.start()
-        done: dict[str, float] = {}
-        statuses: dict[str, str] = {}
-        deadline = time.monotonic() + 300
-        while len(done) < tasks and time.monotonic() < deadline:
-            page = api.get("/api/events", params={"after": cursor, "wait": 5}).json()
-            cursor = page["cursor"]
-            for event in page["events"]:
-                if event["type"] in ("completed", "failed", "cancelled"):
-                    done[event["taskId"]] = time.perf_counter()
-                    statuses[event["taskId"]] = event["type"]
-        elapsed = time.perf_counter() - started
-        creator.join()
+        run = run_enhancements(setup.base, tasks)
         created = setup.upstream_stats()
-    durations = sorted(done[t] - created_at[t] for t in done if t in created_at)
-    upstream = sum(created["createdByKey"].values())
     return {
         "workers": workers,
         "tasks": tasks,
-        "completed": sum(1 for s in statuses.values() if s == "completed"),
-        "upstream_creations": upstream,
-        "seconds": elapsed,
-        "create_seconds": max(created_at.values()) - started if created_at else float("nan"),
-        "tasks_per_second": len(done) / elapsed,
-        "p50": statistics.median(durations) if durations else float("nan"),
-        "p90": durations[int(0.9 * (len(durations) - 1))] if durations else float("nan"),
-        "p99": durations[int(0.99 * (len(durations) - 1))] if durations else float("nan"),
+        "completed": run.completed,
+        "upstream_creations": sum(created["createdByKey"].values()),
+        "seconds": run.seconds,
+        "create_seconds": run.create_seconds,
+        "tasks_per_second": run.tasks_per_second,
+        "p50": run.percentile(0.5),
+        "p90": run.percentile(0.9),
+        "p99": run.percentile(0.99),
     }
 
 

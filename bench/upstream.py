@@ -21,10 +21,8 @@ import asyncio
 import io
 import json
 import os
-import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -163,56 +161,23 @@ def _mark_submitted(env: dict[str, str], task_ids: list[str]) -> None:
 
 def end_to_end(tasks: int, env: dict[str, str]) -> dict[str, float]:
     """Create enhancement tasks against `manage.py serve` at render time 0; time completion."""
-    import httpx
-
-    from tests.conftest import image_bytes
+    from bench.enhancements import run_enhancements
     from tests.live import daphne, migrate
 
     env = {**env, "MOCKUP_API_STEP_SECONDS": "0", "MOCKUP_API_RATE_LIMIT": "100000",
            "MOCKUP_API_WORKERS": "2"}  # fmt: skip
     migrate(env)
     with daphne(env, serve=True) as base:
-        api = httpx.Client(base_url=base, timeout=60)
-        api.headers["Authorization"] = "Bearer " + api.post("/api/sessions").json()["token"]
-        upload = api.post("/api/uploads", files={"image": ("a.jpg", image_bytes(), "image/jpeg")})
-        upload_id = upload.json()["uploadId"]
-        cursor = api.get("/api/events").json()["cursor"]
-        started = time.perf_counter()
-        created_at: dict[str, float] = {}
-
-        def create_all() -> None:
-            client = httpx.Client(base_url=base, timeout=60, headers=dict(api.headers))
-            for n in range(tasks):
-                body = {"clientAppId": f"e2e-{n % 10}", "kind": "enhancement",
-                        "uploadId": upload_id}  # fmt: skip
-                response = client.post("/api/tasks", json=body)
-                response.raise_for_status()
-                created_at[response.json()["taskId"]] = time.perf_counter()
-
-        creator = threading.Thread(target=create_all)
-        creator.start()
-        done: dict[str, float] = {}
-        deadline = time.monotonic() + 300
-        while len(done) < tasks and time.monotonic() < deadline:
-            page = api.get("/api/events", params={"after": cursor, "wait": 5}).json()
-            cursor = page["cursor"]
-            for event in page["events"]:
-                if event["type"] in ("completed", "failed", "cancelled"):
-                    done[event["taskId"]] = time.perf_counter()
-        elapsed = time.perf_counter() - started
-        creator.join()
-        created_in = max(created_at.values()) - started
-        failed = tasks - len(done)
-    durations = sorted(done[t] - created_at[t] for t in done if t in created_at)
+        run = run_enhancements(base, tasks)
     return {
         "tasks": tasks,
-        "finished": len(done),
-        "not_finished": failed,
-        "create_seconds": created_in,
-        "seconds": elapsed,
-        "tasks_per_second": len(done) / elapsed,
-        "p50_latency_s": statistics.median(durations) if durations else float("nan"),
-        "p90_latency_s": durations[int(0.9 * (len(durations) - 1))] if durations else float("nan"),
+        "finished": run.finished,
+        "not_finished": tasks - run.finished,
+        "create_seconds": run.create_seconds,
+        "seconds": run.seconds,
+        "tasks_per_second": run.tasks_per_second,
+        "p50_latency_s": run.percentile(0.5),
+        "p90_latency_s": run.percentile(0.9),
     }
 
 
