@@ -6,8 +6,8 @@
 Prints one table. Not a test: figures depend on the machine (see docs/performance.md).
 - queue overhead: our own bookkeeping per task with no upstream (create, claim, submit, job
   states, result, completion: every transaction and event), in one process.
-- webhook ingest: signed deliveries over real HTTP to a daphne server, verified, stored and
-  applied (job failures: no downloads), concurrency 8.
+- webhook ingest: signed deliveries over real HTTP to a daphne server (web only), verified
+  and stored (workers apply them; bench/scale_out.py measures ingest with wrk), concurrency 8.
 - end to end: enhancement tasks posted one after another (one client thread) to `manage.py
   serve` with the built-in mockup API at render time 0 (MOCKUP_API_STEP_SECONDS=0): tasks per
   second from the first POST to the last terminal event, and the latency from each task's
