@@ -146,11 +146,6 @@ def prune_dead_workers() -> int:
     return deleted
 
 
-def live_workers() -> list[Worker]:
-    """Return the workers whose lease has not expired (for /health and the admin)."""
-    return list(Worker.objects.filter(lease_expires_at__gt=Now()).order_by("started_at"))
-
-
 # --- Singleton leases ---------------------------------------------------------------------------
 
 
@@ -200,8 +195,3 @@ def acquire_or_renew(name: str, holder: str, held: HeldLease | None) -> HeldLeas
 def release_lease(held: HeldLease, holder: str) -> None:
     """Give the lease up on a clean stop, so another worker takes over at once."""
     Lease.objects.filter(name=held.name, holder=holder, epoch=held.epoch).update(expires_at=Now())
-
-
-def lease_holder(name: str) -> Lease | None:
-    """Return the lease row if it is currently held (unexpired)."""
-    return Lease.objects.filter(name=name, expires_at__gt=Now()).first()

@@ -54,10 +54,6 @@ class BackgroundWork:
         self.tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
 
-    @property
-    def running(self) -> bool:
-        return self.loop is not None
-
     def start(self) -> None:
         """Start the worker on the running loop (once)."""
         if self.loop is not None:

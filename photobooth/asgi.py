@@ -1,7 +1,7 @@
 """ASGI entry point: HTTP through Django (behind a body-size guard), WebSocket through Channels.
 
 Two kinds of HTTP path skip Django: the SSE streams (Channels consumers) and the upstream's
-webhooks, `jobs_app.webhooks.endpoint` (a plain ASGI app that needs no session, CSRF or auth,
+webhooks, `jobs_app.webhook_endpoint` (a plain ASGI app that needs no session, CSRF or auth,
 enforces its own 256 KiB limit while the body streams in, and must take 1,000 deliveries a
 second per process: see that module).
 """
@@ -28,7 +28,7 @@ from django.urls import path, re_path  # noqa: E402
 
 from jobs_app.server_loop import remember_running_loop  # noqa: E402
 from jobs_app.upstream import check_deployment  # noqa: E402
-from jobs_app.webhooks import endpoint as webhook_endpoint  # noqa: E402
+from jobs_app.webhook_endpoint import endpoint as webhook_endpoint  # noqa: E402
 from photobooth.routing import stream_urlpatterns, websocket_urlpatterns  # noqa: E402
 from photobooth.twisted_forms import skip_form_parsing  # noqa: E402
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,8 @@ from contextlib import contextmanager
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
+
+logger = logging.getLogger(__name__)
 
 _sqlite_writer = threading.RLock()
 
@@ -58,15 +61,28 @@ def _db_executor() -> ThreadPoolExecutor:
     return _executor
 
 
+def drop_connection_if_broken() -> None:
+    """Close this thread's connection if a failed statement left it unusable.
+
+    For threads that keep their connection between calls (the workers' database threads, the
+    webhook store threads): Django's close_if_unusable_or_obsolete() would close it every time,
+    since CONN_MAX_AGE is 0 (pooled). The next call reconnects.
+    """
+    if not connection.errors_occurred:
+        return
+    connection.errors_occurred = False
+    try:
+        if not connection.is_usable():
+            connection.close()
+    except Exception:
+        logger.exception("db_connection_close_failed")
+
+
 def _run_keeping_connection[**P, R](function: Callable[P, R], *args: P.args, **kw: P.kwargs) -> R:
     try:
         return function(*args, **kw)
     finally:
-        # Each thread keeps its connection between calls (a worker makes thousands); one that
-        # failed is checked and dropped if broken, so the next call reconnects.
-        if connection.errors_occurred and not connection.is_usable():
-            connection.close()
-        connection.errors_occurred = False
+        drop_connection_if_broken()  # each thread keeps its connection between calls
 
 
 def in_db_thread[**P, R](function: Callable[P, R]) -> Callable[P, Awaitable[R]]:

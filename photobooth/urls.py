@@ -5,8 +5,6 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from jobs_app.upstream import check_deployment
-
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -17,8 +15,8 @@ urlpatterns = [
 ]
 
 if settings.MOCKUP_API_URL is None:
-    # The built-in stand-in for the external mockup API, on this same server (one process only).
-    check_deployment()
+    # The built-in stand-in for the external mockup API, on this same server. Only served by a
+    # single process: the ASGI entry point refuses to start it with REDIS_URL set.
     urlpatterns.append(path("mockup-api/", include("mockup_api.urls")))
 
 handler403 = "photobooth.errors.handler403"

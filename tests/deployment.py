@@ -253,8 +253,7 @@ def deployment(
         base_env.update(env)
         setup = Deployment(var=var, env=base_env)
         subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v0"],
-                       cwd=ROOT, env={**base_env, "MOCKUP_API_URL": "http://127.0.0.1:9"},
-                       check=True)  # fmt: skip
+                       cwd=ROOT, env=base_env, check=True)  # fmt: skip
         try:
             api = setup.start_api()
             setup.env["MOCKUP_API_URL"] = f"{api.base}/mockup-api"

@@ -77,3 +77,37 @@ def test_a_bad_setting_stops_start_up_with_a_clear_message(tmp_path, env, messag
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert message in result.stderr
+
+
+def _run(tmp_path: Path, command: list[str], **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    clean.update(PHOTOBOOTH_VAR_DIR=str(tmp_path), **env)
+    return subprocess.run(command, cwd=ROOT, env=clean, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [str(Path(sys.executable).parent / "daphne"), "-p", "0", "photobooth.asgi:application"],
+        [sys.executable, "manage.py", "serve", "--port", "0"],
+        [sys.executable, "manage.py", "worker"],
+    ],
+    ids=["daphne", "serve", "worker"],
+)
+def test_with_redis_every_process_refuses_to_mount_the_built_in_api(tmp_path, command):
+    result = _run(tmp_path, command, REDIS_URL="redis://127.0.0.1:6379/0")
+    assert result.returncode != 0
+    assert "MOCKUP_API_URL" in result.stderr and "run_mockup_api" in result.stderr
+
+
+def test_the_built_in_api_alone_and_migrations_start_with_redis_set(tmp_path):
+    check = _run(tmp_path, [sys.executable, "manage.py", "check"],
+                 REDIS_URL="redis://127.0.0.1:6379/0")  # fmt: skip
+    assert check.returncode == 0, check.stderr
+
+
+def test_a_worker_without_redis_refuses_to_start_and_says_why(tmp_path):
+    result = _run(tmp_path, [sys.executable, "manage.py", "worker"])
+    assert result.returncode != 0
+    assert "needs REDIS_URL" in result.stderr and "manage.py serve" in result.stderr

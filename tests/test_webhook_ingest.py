@@ -1,5 +1,5 @@
 """POST /webhooks/mockup-api through the ASGI application, as daphne serves it: the lean
-endpoint routed ahead of Django (jobs_app.webhooks.WebhookEndpoint), its batched store
+endpoint routed ahead of Django (jobs_app.webhook_endpoint), its batched store
 threads and the coalesced doorbell.
 
 tests/test_webhooks.py covers the contract through Django's test client (same checks, same
@@ -17,7 +17,7 @@ import pytest
 from channels.layers import get_channel_layer
 from channels.testing import ApplicationCommunicator, HttpCommunicator
 
-from jobs_app import doorbell, webhooks
+from jobs_app import doorbell, webhook_endpoint, webhooks
 from jobs_app.models import Task, WebhookDelivery
 from photobooth.asgi import application
 from tests.conftest import generation_body
@@ -38,7 +38,7 @@ def _secrets(settings):
 def _store_threads_released():
     """Stop the store threads after each test: their connections must not outlive it."""
     yield
-    webhooks.endpoint.store.close()
+    webhook_endpoint.endpoint.store.close()
 
 
 @pytest.fixture

@@ -39,9 +39,6 @@ def pass_close_reasons() -> None:
 
 class Command(BaseCommand):
     help = "Serve the built-in mockup API (HTTP and its event socket) on its own port."
-    # It serves its own URLconf (mockup_api.site_urls); the project's, which the URL checks
-    # import, refuses to load in a multi-process deployment that this very process serves.
-    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="Interface to bind.")
