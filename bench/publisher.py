@@ -4,16 +4,21 @@
         Create N booth sessions, each with a bearer token, an upload, a client app `bench-<i>`
         and one task, through the project's actions; write them as JSON.
 
+    publisher.py flat-out --tasks tasks.json --threads T --seconds S
+        Publish as fast as T threads of this one process can for S seconds (thread k takes
+        the tasks k, k+T, ...: its own sessions), then print events/s, CPU per event and
+        the queries of one publish as JSON (bench/publish_rate.py).
+
     publisher.py publish --tasks tasks.json --index K --publishers P --events M --rate R
         Print `ready`, wait for `go <t0>` on stdin, then publish the events j = K, K+P, K+2P...
         (j < M), each at wall-clock time t0 + j/R, to task j % N, exactly as the server does:
         `with transaction.atomic(): publish_event(task, "progress", ...)`. Print a JSON summary.
 
 Django is configured from the environment the benchmark passes (DATABASE_URL, REDIS_URL,
-DJANGO_SETTINGS_MODULE=bench.settings, ...). Announcements go through
-`jobs_app.server_loop.run_on_server_loop`, as in a server worker thread: this process runs a
-long-lived event loop in a background thread and registers it as the "server loop", so the
-channel layer keeps its Redis connections (rather than one event loop per announcement).
+DJANGO_SETTINGS_MODULE=bench.settings, ...). Announcements go through `jobs_app.announcer`
+to the "server loop", as in a server worker thread: this process runs a long-lived event loop
+in a background thread and registers it as the server loop, so the channel layer keeps its
+Redis connections (rather than one event loop per announcement).
 """
 
 from __future__ import annotations
@@ -161,6 +166,56 @@ def cmd_publish(args: argparse.Namespace) -> None:
     print(json.dumps(summary), flush=True)
 
 
+def cmd_flat_out(args: argparse.Namespace) -> None:
+    setup_django()
+    start_announce_loop()
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from jobs_app.events import publish_event
+    from jobs_app.models import Task
+
+    rows = json.loads(Path(args.tasks).read_text())
+    tasks = list(Task.objects.filter(pk__in=[row["taskId"] for row in rows]))
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        publish_event(tasks[0], "progress", jobIndex=0, progress=0.0)
+    counts = [0] * args.threads
+    stop = threading.Event()
+
+    def publish(k: int) -> None:
+        mine = tasks[k :: args.threads]
+        n = 0
+        try:
+            while not stop.is_set():
+                with transaction.atomic():
+                    publish_event(mine[n % len(mine)], "progress", jobIndex=0, progress=0.5)
+                n += 1
+                counts[k] = n
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=publish, args=(k,)) for k in range(args.threads)]
+    cpu0, t0 = os.times(), time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(args.seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    elapsed, cpu1 = time.perf_counter() - t0, os.times()
+    time.sleep(0.5)  # let the announcer hand the last events to the channel layer
+    published = sum(counts)
+    cpu = cpu1.user + cpu1.system - cpu0.user - cpu0.system
+    print(json.dumps({
+        "threads": args.threads,
+        "published": published,
+        "eventsPerSecond": published / elapsed,
+        "cpuMsPerEvent": 1000 * cpu / max(published, 1),
+        "queriesPerEvent": len(queries),
+        "queries": [q["sql"][:120] for q in queries.captured_queries],
+    }), flush=True)  # fmt: skip
+
+
 def cmd_describe(args: argparse.Namespace) -> None:
     """Print the effective settings that matter to the streams, as JSON."""
     setup_django()
@@ -202,9 +257,15 @@ def main() -> None:
     publish.add_argument("--publishers", type=int, required=True)
     publish.add_argument("--events", type=int, required=True)
     publish.add_argument("--rate", type=float, required=True)
+    flat = sub.add_parser("flat-out")
+    flat.add_argument("--tasks", required=True)
+    flat.add_argument("--threads", type=int, default=4)
+    flat.add_argument("--seconds", type=float, default=10)
     sub.add_parser("describe")
     args = parser.parse_args()
-    {"setup": cmd_setup, "publish": cmd_publish, "describe": cmd_describe}[args.command](args)
+    commands = {"setup": cmd_setup, "publish": cmd_publish, "flat-out": cmd_flat_out,
+                "describe": cmd_describe}  # fmt: skip
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,10 @@ from jobs_app import progress
 from jobs_app.files import delete_result, store_result
 from jobs_app.models import Job
 from jobs_app.states import JOB_TERMINAL
+from jobs_app.supervision import spawn
 from jobs_app.upstream.client import UpstreamClient
 from jobs_app.upstream.errors import UpstreamError
-from photobooth.db import in_db_thread
+from photobooth.db import in_db_thread, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ PROGRESS_INTERVAL_SECONDS = progress.PROGRESS_MIN_INTERVAL.total_seconds()
 LANE_IDLE_SECONDS = 30
 UNKNOWN_TASK_RETRIES = 10
 UNKNOWN_TASK_PAUSE_SECONDS = 0.2
+# A report that met a database error (a locked SQLite database) is applied again, this often.
+REPORT_ATTEMPTS = 3
+REPORT_RETRY_SECONDS = 0.5
 
 Report = Callable[[], Awaitable[object]]  # applies one report when awaited
 
@@ -80,9 +84,8 @@ class UpstreamApplier:
         lane = self._lanes.get(upstream_id)
         if lane is None:
             lane = self._lanes[upstream_id] = asyncio.Queue()
-            worker = asyncio.create_task(self._drain_lane(upstream_id, lane))
-            self._lane_workers.add(worker)
-            worker.add_done_callback(self._lane_workers.discard)
+            spawn(self._drain_lane(upstream_id, lane), name=f"photobooth-lane-{upstream_id}",
+                  keep=self._lane_workers)  # fmt: skip
         lane.put_nowait(report)
 
     async def _drain_lane(self, upstream_id: str, lane: asyncio.Queue) -> None:
@@ -95,11 +98,24 @@ class UpstreamApplier:
                     self._lanes.pop(upstream_id, None)
                     return
                 continue
+            await self._apply_report(upstream_id, report)
+
+    async def _apply_report(self, upstream_id: str, report: Report) -> None:
+        """Apply one report; try again after a database error (reports are idempotent)."""
+        for attempt in range(1, REPORT_ATTEMPTS + 1):
             try:
                 await report()
-            except Exception:
-                # Supervised: one bad report must not end the lane (or lose the next ones).
-                logger.exception("upstream_report_failed upstream=%s", upstream_id)
+                return
+            except Exception as exc:
+                if not is_transient(exc) or attempt == REPORT_ATTEMPTS:
+                    # Supervised: one bad report must not end the lane (or lose the next
+                    # ones); reconciliation and webhooks bring what it carried again.
+                    logger.exception("upstream_report_failed upstream=%s attempt=%s",
+                                     upstream_id, attempt)  # fmt: skip
+                    return
+                logger.warning("upstream_report_retry upstream=%s attempt=%s error=%r",
+                               upstream_id, attempt, exc)  # fmt: skip
+            await asyncio.sleep(REPORT_RETRY_SECONDS * attempt)
 
     async def apply_socket_message(self, message: dict[str, Any]) -> None:
         """Apply one socket message (jobState, jobProgress, jobPreview, jobResult, ...)."""
@@ -156,9 +172,12 @@ class UpstreamApplier:
             if permanent:
                 await _db(progress.do_fail_job)(task_id, index, "result_unavailable", str(exc))
             return False
-        applied = await _db(progress.do_complete_job)(task_id, index, stored)
-        if not applied:
-            await _db(delete_result)(stored.name)
+        applied = False
+        try:
+            applied = await _db(progress.do_complete_job)(task_id, index, stored)
+        finally:
+            if not applied:  # already final, or the write failed (the report is retried)
+                await _db(delete_result)(stored.name)
         return applied
 
     async def preview(self, task_id: str, index: int, url: str) -> None:
@@ -168,8 +187,12 @@ class UpstreamApplier:
         except (UpstreamError, ValueError) as exc:
             logger.info("preview_skipped task=%s job=%s error=%s", task_id, index, exc)
             return
-        if not await _db(progress.do_apply_job_preview)(task_id, index, stored):
-            await _db(delete_result)(stored.name)
+        applied = False
+        try:
+            applied = await _db(progress.do_apply_job_preview)(task_id, index, stored)
+        finally:
+            if not applied:
+                await _db(delete_result)(stored.name)
 
     async def task_finished(self, task_id: str, upstream_id: str | None) -> None:
         """The upstream says the task is done; fetch what the socket may not have told us."""

@@ -28,7 +28,7 @@ from jobs_app.progress import Submission
 from jobs_app.states import TaskKind
 from jobs_app.upstream.client import UpstreamClient
 from jobs_app.upstream.errors import CircuitOpen, UpstreamError
-from photobooth.db import in_db_thread
+from photobooth.db import in_db_thread, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class TaskQueue:
                 break
             self.submitting.add(claim.task_id)
             await self.slots.acquire()
-            job = asyncio.create_task(self.submit(claim))
+            job = asyncio.create_task(self.submit(claim), name=f"photobooth-submit-{claim.task_id}")
             self.in_flight.add(job)
             job.add_done_callback(self._submission_done)
         if loop.time() - self._last_reconcile > RECONCILE_EVERY_SECONDS:
@@ -114,21 +114,32 @@ class TaskQueue:
     async def submit(self, claim: Claim) -> None:
         """Send a claimed task upstream and record the answer while the claim holds.
 
-        Whatever goes wrong, the claim ends released (retry later) or recorded: never held by
-        a live worker that forgot it (release_forgotten catches a failed release).
+        Whatever goes wrong, the claim ends released (retry later) or recorded, and the error
+        is logged. What the steps below do not handle (a database error, their own release
+        failing too) is released here; a database error spends no attempt, since it is not
+        the task's failure. If even that release fails, release_forgotten frees the claim
+        FORGOTTEN_AFTER_SECONDS after it was taken.
         """
         try:
             await self._submit(claim)
+        except Exception as exc:
+            logger.exception("task_submission_failed task=%s epoch=%s", claim.task_id, claim.epoch)
+            await self._release(claim, repr(exc), count_attempt=not is_transient(exc))
         finally:
             self.submitting.discard(claim.task_id)
 
-    async def _submit(self, claim: Claim) -> None:
+    async def _release(self, claim: Claim, error: str, *, count_attempt: bool) -> None:
+        """Put a claimed task back in the queue after a failure; log if even that fails."""
         try:
-            task = await _db(_load)(claim.task_id)
-        except Exception as exc:
-            logger.exception("task_load_failed task=%s", claim.task_id)
-            await _db(progress.do_schedule_retry)(claim, repr(exc), retry_delay(1))
-            return
+            await _db(progress.do_schedule_retry)(claim, error, retry_delay(1),
+                                                  count_attempt=count_attempt)  # fmt: skip
+        except Exception:
+            logger.exception("task_release_failed task=%s: release_forgotten frees it %s s "
+                             "after its claim", claim.task_id,
+                             claims.FORGOTTEN_AFTER_SECONDS)  # fmt: skip
+
+    async def _submit(self, claim: Claim) -> None:
+        task = await _db(_load)(claim.task_id)
         try:
             if not self.identity.trusted():
                 # Our lease may have lapsed unseen: leave the task to whoever holds it next.
@@ -147,18 +158,18 @@ class TaskQueue:
             await self._failed(claim, task, exc)
             return
         except Exception as exc:
+            if is_transient(exc):
+                raise  # the database, not the task: submit() releases it, no attempt spent
             logger.exception("task_submit_crashed task=%s", claim.task_id)
             await self._failed(claim, task, UpstreamError(repr(exc), permanent=False))
             return
         try:
             outcome = await _db(progress.do_mark_submitted)(claim, upstream_id, job_ids)
-        except Exception as exc:
+        except Exception:
             # The upstream has the task; retrying resubmits with the same idempotency key and
             # gets the same upstream task back.
-            logger.exception("task_record_failed task=%s upstream=%s", claim.task_id, upstream_id)
-            await _db(progress.do_schedule_retry)(claim, repr(exc), retry_delay(1),
-                                                  count_attempt=False)  # fmt: skip
-            return
+            logger.error("task_record_failed task=%s upstream=%s", claim.task_id, upstream_id)
+            raise
         logger.info("task_submitted task=%s upstream=%s outcome=%s",
                     claim.task_id, upstream_id, outcome)  # fmt: skip
         if outcome == Submission.UNWANTED and task.kind != TaskKind.MOCKUP:

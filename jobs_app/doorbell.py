@@ -12,10 +12,11 @@ import logging
 import weakref
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from jobs_app.server_loop import run_on_server_loop
+from jobs_app.server_loop import server_loop
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,13 @@ class _Chimes:
 _chimes: weakref.WeakKeyDictionary[Any, _Chimes] = weakref.WeakKeyDictionary()  # by loop
 
 
+def _chimes_of(loop: asyncio.AbstractEventLoop) -> _Chimes:
+    chimes = _chimes.get(loop)
+    if chimes is None:
+        chimes = _chimes[loop] = _Chimes()
+    return chimes
+
+
 def ring_soon(what: str) -> None:
     """Ring the workers from the event loop (after commit) without waiting for the send.
 
@@ -70,9 +78,7 @@ def ring_soon(what: str) -> None:
     stands for.
     """
     loop = asyncio.get_running_loop()
-    chimes = _chimes.get(loop)
-    if chimes is None:
-        chimes = _chimes[loop] = _Chimes()
+    chimes = _chimes_of(loop)
     if what in chimes.due:
         return  # a ring not yet sent covers this one
     chimes.due.add(what)
@@ -93,15 +99,29 @@ def _send_due(loop: asyncio.AbstractEventLoop, chimes: _Chimes, what: str) -> No
 
 
 def ring_rollback_unsafe(what: str, **fields: Any) -> None:
-    """Ring the workers from sync code, now (only after the change committed)."""
+    """Ring the workers from sync code, now (only after the change committed).
+
+    It does not wait for the send: the committing thread (often a worker's database thread)
+    goes on with its next write.
+    """
+    loop = server_loop()
+    if loop is None:
+        async_to_sync(aring)(what, **fields)
+        return
     try:
-        run_on_server_loop(_aring_with, what, fields)
-    except Exception as exc:
-        logger.warning("doorbell_failed what=%s error=%r", what, exc)
+        loop.call_soon_threadsafe(_ring_on_loop, loop, what, fields)
+    except RuntimeError:  # the loop closed since we looked: the server is shutting down
+        logger.warning("doorbell_failed what=%s error=server_loop_closed", what)
 
 
-async def _aring_with(what: str, fields: dict[str, Any]) -> None:
-    await aring(what, **fields)
+def _ring_on_loop(loop: asyncio.AbstractEventLoop, what: str, fields: dict[str, Any]) -> None:
+    if not fields:
+        ring_soon(what)  # merged with the other rings of a burst
+        return
+    chimes = _chimes_of(loop)
+    task = loop.create_task(aring(what, **fields))  # aring logs its own failures
+    chimes.sending.add(task)
+    task.add_done_callback(chimes.sending.discard)
 
 
 def ring_on_commit(what: str, **fields: Any) -> None:

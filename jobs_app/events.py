@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any
+from uuid import UUID
 
-from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from jobs_app import metrics
+from jobs_app import log_positions, metrics
+from jobs_app.announcer import announce
 from jobs_app.groups import client_group, session_group, task_group
 from jobs_app.models import Event, Job, Task
-from jobs_app.server_loop import run_on_server_loop
-from sessions_app.models import BoothSession, ClientApp
+from sessions_app.models import BoothSession
 from sessions_app.timefmt import iso_ms
 
 logger = logging.getLogger(__name__)
@@ -61,15 +62,41 @@ def seq_of(payload: dict[str, Any]) -> int:
 
 def serialize_event(event: Event) -> dict[str, Any]:
     """Return the contract's JSON object for a stored event."""
+    return event_payload(
+        cursor_prefix=event.session.cursor_prefix,
+        seq=event.seq,
+        type=event.type,
+        created_at=event.created_at,
+        session_id=event.session_id,
+        client_app_id=event.client_app.client_app_id,
+        task_id=event.task_id,
+        job_id=event.job_id,
+        data=event.data,
+    )
+
+
+def event_payload(
+    *,
+    cursor_prefix: str,
+    seq: int,
+    type: str,
+    created_at: datetime,
+    session_id: UUID | str,
+    client_app_id: str,
+    task_id: UUID | str,
+    job_id: UUID | str | None,
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """Return the contract's JSON object for an event (stored, or being stored)."""
     return {
-        "id": format_cursor(event.session, event.seq),
-        "type": event.type,
-        "timestamp": iso_ms(event.created_at),
-        "sessionId": str(event.session_id),
-        "clientAppId": event.client_app.client_app_id,
-        "taskId": str(event.task_id),
-        "jobId": str(event.job_id) if event.job_id else None,
-        **event.data,
+        "id": f"{cursor_prefix}-{seq}",
+        "type": type,
+        "timestamp": iso_ms(created_at),
+        "sessionId": str(session_id),
+        "clientAppId": client_app_id,
+        "taskId": str(task_id),
+        "jobId": str(job_id) if job_id else None,
+        **data,
     }
 
 
@@ -89,33 +116,32 @@ def publish_event(task: Task, type: str, *, job: Job | None = None, **fields: An
     The caller must hold an open transaction that also writes the state change: the session
     row lock taken here makes sequence numbers commit in order, so "events after X" is exact.
     """
-    session = lock_session_log(task.session_id)
-    seq = session.event_seq + 1
-    session.event_seq = seq
-    BoothSession.objects.filter(pk=session.pk).update(event_seq=seq)
-    # The previous event of the client and of the task, read under the same lock.
-    previous = {
-        "session": seq - 1,
-        "client": ClientApp.objects.values_list("last_event_seq", flat=True).get(
-            pk=task.client_app_id
-        ),
-        "task": Task.objects.values_list("last_event_seq", flat=True).get(pk=task.pk),
-    }
-    ClientApp.objects.filter(pk=task.client_app_id).update(last_event_seq=seq)
-    Task.objects.filter(pk=task.pk).update(last_event_seq=seq)
-    task.last_event_seq = seq
+    if not connection.in_atomic_block:
+        raise RuntimeError("publish_event must run inside a transaction")
+    position = log_positions.advance(task)
+    task.last_event_seq = position.seq
     event = Event.objects.create(
-        session=session,
-        seq=seq,
+        session_id=task.session_id,
+        seq=position.seq,
         type=type,
-        client_app=task.client_app,
-        task=task,
+        client_app_id=task.client_app_id,
+        task_id=task.pk,
         job=job,
         data=fields,
         created_at=timezone.now(),
     )
-    payload = serialize_event(event)
-    transaction.on_commit(partial(announce_event_rollback_unsafe, payload, previous))
+    payload = event_payload(
+        cursor_prefix=position.cursor_prefix,
+        seq=position.seq,
+        type=type,
+        created_at=event.created_at,
+        session_id=task.session_id,
+        client_app_id=position.client_app_id,
+        task_id=task.pk,
+        job_id=job.pk if job else None,
+        data=fields,
+    )
+    transaction.on_commit(partial(announce_event_rollback_unsafe, payload, position.previous))
     return event
 
 
@@ -123,29 +149,21 @@ def announce_event_rollback_unsafe(payload: dict[str, Any], previous: dict[str, 
     """Send the event to its session, client and task groups, each with its previous seq.
 
     Only call it after commit (publish_event does): a reader woken for an event that was then
-    rolled back would find nothing, or worse, a later event under the same cursor.
+    rolled back would find nothing, or worse, a later event under the same cursor. It does not
+    wait for the channel layer (see jobs_app.announcer).
     """
     metrics.EVENTS_PUBLISHED.inc()
-    layer = get_channel_layer()
-    if layer is None:
-        return
     groups = {
         "session": session_group(payload["sessionId"]),
         "client": client_group(payload["clientAppId"]),
         "task": task_group(payload["taskId"]),
     }
-    try:
-        for kind, group in groups.items():
-            message = {
-                "type": EVENT_MESSAGE_TYPE,
-                "group": group,
-                "prev": previous[kind],
-                "event": payload,
-            }
-            run_on_server_loop(layer.group_send, group, message)
-    except Exception:
-        # The event is safe in the log; streams find it when they notice the gap.
-        logger.exception("event_announce_failed cursor=%s", payload["id"])
+    messages = [
+        (group, {"type": EVENT_MESSAGE_TYPE, "group": group, "prev": previous[kind],
+                 "event": payload})
+        for kind, group in groups.items()
+    ]  # fmt: skip
+    announce(payload["sessionId"], payload["id"], messages)
 
 
 def reset_event(

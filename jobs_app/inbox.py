@@ -23,7 +23,7 @@ from jobs_app.applier import UpstreamApplier
 from jobs_app.leases import WorkerIdentity
 from jobs_app.models import Task, WebhookDelivery, WebhookOutcome, WebhookVerdict
 from jobs_app.states import TASK_TERMINAL, TaskKind
-from photobooth.db import durable_transaction, in_db_thread
+from photobooth.db import durable_transaction, in_db_thread, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,11 @@ async def apply_delivery(applier: UpstreamApplier, delivery_id: int) -> str:
         else:
             await applier.apply_generation(str(task.pk), payload["data"])
     except Exception as exc:
+        if is_transient(exc):
+            # The database's trouble, not the delivery's: it stays pending and the next
+            # round (within POLL_SECONDS) applies it again; applying is idempotent.
+            logger.warning("webhook_apply_deferred delivery=%s error=%r", delivery_id, exc)
+            return WebhookOutcome.PENDING
         logger.exception("webhook_apply_failed delivery=%s", delivery_id)
         await _db(_record)(delivery_id, WebhookOutcome.FAILED, repr(exc))
         return WebhookOutcome.FAILED

@@ -13,7 +13,7 @@ import socket
 from collections.abc import Iterator
 
 from django.conf import settings
-from prometheus_client import REGISTRY, Counter
+from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -24,6 +24,11 @@ CONNECTIONS_REFUSED = Counter(
     "photobooth_stream_connections_refused", "Streams refused", ["transport", "reason"]
 )
 EVENTS_PUBLISHED = Counter("photobooth_events_published", "Events committed and announced")
+ANNOUNCE_SECONDS = Histogram(
+    "photobooth_event_announce_seconds",
+    "From commit to the event's group messages handed to the channel layer",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 EVENTS_DELIVERED = Counter(
     "photobooth_events_delivered", "Events sent to stream clients", ["transport"]
 )

@@ -4,8 +4,8 @@
 `/api/sse/stream?channels=client:X,task:Y,session`: named events (`event: <type>`).
 
 `handle()` only opens the stream and returns: Channels dispatches group messages between
-handler calls, so a loop inside `handle()` would starve them. Delivery runs in the stream's
-writer task.
+handler calls, so a loop inside `handle()` would starve them. Delivery then runs in the
+handler of each group message (see streams.EventStream).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from typing import Any
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from jobs_app import metrics
+from jobs_app.events import EVENT_MESSAGE_TYPE
 from jobs_app.stream_access import TooManyStreams
 from jobs_app.stream_registry import OpenStream, StreamRegistry, get_registry
 from jobs_app.streams import EventStream, StreamOverflow, StreamScope
@@ -61,8 +62,20 @@ class StreamConsumerMixin:
         metrics.CONNECTIONS_OPENED.labels(self.transport, scope.kind).inc()
         return stream
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Hand group messages to the stream without Channels' per-message database hop.
+
+        AsyncConsumer.dispatch runs `aclose_old_connections()` (a trip to the shared sync
+        thread) before every handler. Delivery touches no database, and each database call
+        of a stream closes stale connections itself (in_db_thread, database_sync_to_async).
+        """
+        if message["type"] == EVENT_MESSAGE_TYPE:
+            await self.event_published(message)
+        else:
+            await super().dispatch(message)
+
     async def event_published(self, message: dict[str, Any]) -> None:
-        """Queue a group message for the stream's writer; close a stream that cannot keep up."""
+        """Queue a group message for the stream; close a stream that cannot keep up."""
         if self.stream is None or self.stream.finished:
             return
         try:

@@ -6,19 +6,27 @@ previous sequence number of their group; a jump means a message was lost (channe
 them silently when a channel is full), and the stream refills from the log. Heartbeats also
 compare the scope's newest sequence number with what was delivered, so even a lost *last*
 message is repaired within one heartbeat.
+
+The live path is the hot one: a group message that follows what the stream delivered goes
+to the socket with no database call and no thread, from a drain task that lives only while
+messages wait (its queue is the bounded outgoing queue of the contract). Only a gap or
+several groups make it ask the log, in a database pool of the streams' own. An idle stream
+holds no task at all: its heartbeat and lifetime are timers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
+import random
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from jobs_app import metrics
@@ -33,6 +41,7 @@ from jobs_app.events import (
 )
 from jobs_app.models import Task
 from jobs_app.states import TASK_TERMINAL
+from photobooth.db import in_db_thread
 from sessions_app.models import BoothSession, ClientApp
 
 logger = logging.getLogger(__name__)
@@ -66,6 +75,14 @@ Finish = Callable[[str], Awaitable[None]]
 class EventStream:
     """Replay-then-live delivery of one scope's events to one connection."""
 
+    # A thousand idle streams per process: every byte of each counts (docs/performance.md).
+    __slots__ = (
+        "_emit", "_finish", "_head", "_heartbeat", "_reset", "_start", "channel_name", "chores",
+        "connection_id", "delivered", "drainer", "event_filter", "finished", "groups", "joined_at",
+        "layer", "lifetime_seconds", "live_since_beat", "lock", "outbox", "scope", "session",
+        "timers", "transport",
+    )  # fmt: skip
+
     def __init__(
         self,
         *,
@@ -92,11 +109,16 @@ class EventStream:
         self.lifetime_seconds = lifetime_seconds
         self.delivered = 0  # newest sequence number this stream has dealt with
         self.groups: set[str] = set()
-        self.outbox: deque[dict[str, Any]] = deque()
-        self.wake = asyncio.Event()
-        self.writer: asyncio.Task | None = None
+        self.joined_at = 0.0  # loop time of the last group_add (channels-redis expires groups)
+        self.live_since_beat = False  # a live message arrived since the last heartbeat
+        # Messages waiting for the drain task; made when needed, dropped once empty.
+        self.outbox: deque[dict[str, Any]] | None = None
+        self.drainer: asyncio.Task | None = None
+        self.chores: set[asyncio.Task] = set()  # drain and heartbeat tasks in flight
+        self.timers: dict[str, asyncio.TimerHandle] = {}
         self.finished = False
-        # One deliverer at a time: the writer task and client actions (resume) both send.
+        # One deliverer at a time: live messages, the drain task, heartbeats and client
+        # actions (resume) all send.
         self.lock = asyncio.Lock()
 
     # --- opening ---------------------------------------------------------------------------
@@ -120,7 +142,11 @@ class EventStream:
         async with self.lock:
             await self.refill()
         if not self.finished:
-            self.writer = asyncio.create_task(self._run())
+            loop = asyncio.get_running_loop()
+            # A random first beat: streams opened together must not all wake together.
+            self._beat_in(settings.STREAM_HEARTBEAT_SECONDS * random.uniform(0.5, 1.0))
+            if self.lifetime_seconds:
+                self.timers["lifetime"] = loop.call_later(self.lifetime_seconds, self._expire)
 
     def _connected_event(self, start: int) -> dict[str, Any]:
         return {
@@ -132,7 +158,7 @@ class EventStream:
             "clientAppId": self.scope.client_app_id,
         }
 
-    @database_sync_to_async
+    @functools.partial(in_db_thread, pool="streams")
     def _start_position(self, cursor: str | None) -> tuple[int | None, bool, int]:
         """Return (seq to start after, whether the cursor was unknown, head)."""
         session = self.session
@@ -159,67 +185,101 @@ class EventStream:
     # --- live ------------------------------------------------------------------------------
 
     def offer(self, message: dict[str, Any]) -> None:
-        """Queue a channel-layer message; raise StreamOverflow when the queue is full."""
-        if len(self.outbox) >= settings.STREAM_QUEUE_MAX:
+        """Queue a channel-layer message for delivery; raise StreamOverflow when the queue is
+        full (the client cannot keep up)."""
+        if self.finished:
+            return
+        self.live_since_beat = True
+        if self.outbox is None:
+            self.outbox = deque()
+        elif len(self.outbox) >= settings.STREAM_QUEUE_MAX:
             raise StreamOverflow()
         self.outbox.append(message)
-        self.wake.set()
+        if self.drainer is None:
+            self.drainer = self._spawn(self._drain())
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.lifetime_seconds if self.lifetime_seconds else None
-        beat = settings.STREAM_HEARTBEAT_SECONDS
+    def _verdict(self, message: dict[str, Any]) -> str:
+        """Say what a message calls for: "stale" (delivered already), "next" (send it as it
+        is) or "log" (read the log)."""
+        if seq_of(message["event"]) <= self.delivered:
+            return "stale"  # the replay or a refill sent it already, or another group's copy did
+        # A jump (a lost message), or several groups whose messages may arrive out of order:
+        # the log decides.
+        if len(self.groups) == 1 and message["prev"] <= self.delivered:
+            return "next"
+        return "log"
+
+    async def _drain(self) -> None:
         try:
-            while not self.finished:
-                if not self.outbox:
-                    timeout = beat
-                    if deadline is not None:
-                        timeout = min(beat, max(deadline - loop.time(), 0))
-                    self.wake.clear()
-                    try:
-                        await asyncio.wait_for(self.wake.wait(), timeout)
-                    except TimeoutError:
-                        if deadline is not None and loop.time() >= deadline:
-                            await self._finish("lifetime")
-                            return
-                        await self._on_idle()
-                        continue
-                while self.outbox and not self.finished:
-                    async with self.lock:
-                        await self._deliver(self.outbox.popleft())
+            while self.outbox and not self.finished:
+                async with self.lock:
+                    await self._deliver(self.outbox.popleft())
+        finally:
+            self.drainer = None
+            if not self.outbox:
+                self.outbox = None
+
+    async def _deliver(self, message: dict[str, Any]) -> None:
+        verdict = self._verdict(message)
+        if verdict == "next":
+            await self._send_event(message["event"], seq_of(message["event"]))
+        elif verdict == "log":
+            repaired = await self.refill()
+            if len(self.groups) == 1 and repaired > 1:
+                metrics.GAPS_REPAIRED.labels(self.transport).inc()
+
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Task:
+        """Run stream work in a task of its own; a failure is logged and ends the stream."""
+        task = asyncio.get_running_loop().create_task(self._guarded(work))
+        self.chores.add(task)
+        task.add_done_callback(self.chores.discard)
+        return task
+
+    async def _guarded(self, work: Awaitable[None]) -> None:
+        try:
+            await work
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("stream_failed connection=%s", self.connection_id)
-            await self._finish("error")
+            with contextlib.suppress(Exception):
+                await self._finish("error")
 
-    async def _deliver(self, message: dict[str, Any]) -> None:
-        payload = message["event"]
-        seq = seq_of(payload)
-        if seq <= self.delivered:
-            return  # the replay or a refill sent it already, or another group's copy did
-        single_group = len(self.groups) == 1
-        if single_group and message["prev"] <= self.delivered:
-            await self._send_event(payload, seq)
-            return
-        # A jump (a lost message), or several groups whose messages may arrive out of order:
-        # the log decides.
-        repaired = await self.refill()
-        if single_group and repaired > 1:
-            metrics.GAPS_REPAIRED.labels(self.transport).inc()
+    def _expire(self) -> None:
+        if not self.finished:
+            self._spawn(self._finish("lifetime"))
 
-    async def _on_idle(self) -> None:
-        """Send a heartbeat, keep group membership fresh and pick up anything lost."""
-        await self._heartbeat()
-        await self.join(self.groups)  # refreshes channels-redis group expiry
-        async with self.lock:
-            if await self._scope_head() > self.delivered and await self.refill():
-                metrics.GAPS_REPAIRED.labels(self.transport).inc()
+    def _beat_in(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.timers["beat"] = loop.call_later(seconds, self._beat_due)
+
+    def _beat_due(self) -> None:
+        if not self.finished:
+            self._spawn(self._on_beat())
+
+    async def _on_beat(self) -> None:
+        """Send a heartbeat, keep group membership fresh and, when quiet, pick up anything lost."""
+        try:
+            await self._heartbeat()
+            loop = asyncio.get_running_loop()
+            if loop.time() - self.joined_at > settings.STREAM_MAX_SECONDS / 2:
+                await self.join(self.groups)  # channels-redis expires groups (settings.py)
+            quiet, self.live_since_beat = not self.live_since_beat, False
+            # While messages flow, the next one's `prev` reveals a loss; only a quiet stream
+            # can be missing its last message.
+            if quiet and not self.outbox:
+                async with self.lock:
+                    if await self._scope_head() > self.delivered and await self.refill():
+                        metrics.GAPS_REPAIRED.labels(self.transport).inc()
+        finally:
+            if not self.finished:
+                # Jittered, never longer than the configured interval.
+                self._beat_in(settings.STREAM_HEARTBEAT_SECONDS * random.uniform(0.9, 1.0))
 
     async def resume(self, cursor: str) -> None:
         """Replay from a cursor the client names (a `reset` first when it is unknown here)."""
         async with self.lock:
-            start = await database_sync_to_async(self._parse)(cursor)
+            start = await in_db_thread(self._parse, pool="streams")(cursor)
             if start is None:
                 metrics.RESETS.labels(self.transport).inc()
                 head = self.session.event_seq
@@ -234,7 +294,7 @@ class EventStream:
         self.session.refresh_from_db(fields=["event_seq", "pruned_seq"])
         return parse_cursor(self.session, cursor)
 
-    @database_sync_to_async
+    @functools.partial(in_db_thread, pool="streams")
     def _scope_head(self) -> int:
         """Return the newest sequence number of the scope (cheap: one row by key)."""
         scope = self.scope
@@ -250,7 +310,7 @@ class EventStream:
         """Send every event of the filter after `delivered` from the log; return how many."""
         sent = 0
         while not self.finished:
-            page = await database_sync_to_async(read_events)(
+            page = await in_db_thread(read_events, pool="streams")(
                 self.session, self.delivered, self.event_filter
             )
             for event in page.events:
@@ -277,6 +337,7 @@ class EventStream:
         for group in groups:
             await self.layer.group_add(group, self.channel_name)
         self.groups |= set(groups)
+        self.joined_at = asyncio.get_running_loop().time()
 
     async def leave(self, groups: set[str]) -> None:
         for group in groups:
@@ -288,8 +349,12 @@ class EventStream:
         self.event_filter = event_filter
 
     async def close(self) -> None:
-        """Stop the writer and leave every group (idempotent)."""
+        """Stop the timers and tasks and leave every group (idempotent)."""
         self.finished = True
-        if self.writer is not None and self.writer is not asyncio.current_task():
-            self.writer.cancel()
+        for timer in self.timers.values():
+            timer.cancel()
+        current = asyncio.current_task()
+        for task in list(self.chores):
+            if task is not current:
+                task.cancel()
         await self.leave(set(self.groups))

@@ -42,6 +42,7 @@ from jobs_app.webhooks import (
     REJECTED_BODY_BYTES,
     Delivery,
     Received,
+    StorageUnavailable,
     check,
     store_each,
 )
@@ -176,13 +177,23 @@ class WebhookEndpoint:
         delivery = check(_headers(scope), body, too_large=too_large)
         try:
             received = await self.store.store(delivery)
+        except StorageUnavailable as exc:
+            received = exc
         except Exception:
-            # Logged by the store; the sender retries on 5xx (as handler500 answers).
-            message = "Something went wrong on our side; it has been logged."
-            return await _answer(send, 500, error_body("internal_error", message))
+            received = None  # a bug, logged by the store
         if delivery.rejected is not None:
+            # Answered whether or not its record could be kept: the sender must not retry it.
             rejected = delivery.rejected
             return await _answer(send, rejected.status, error_body(rejected.code, str(rejected)))
+        if isinstance(received, StorageUnavailable):
+            # The database stayed away through the store's retries: not stored, so not 2xx;
+            # the sender delivers it again (Standard Webhooks retries anything but 2xx).
+            retry_after = str(received.retry_after_seconds).encode()
+            return await _answer(send, received.status, error_body(received.code, str(received)),
+                                 [(b"retry-after", retry_after)])  # fmt: skip
+        if received is None:
+            message = "Something went wrong on our side; it has been logged."
+            return await _answer(send, 500, error_body("internal_error", message))
         await _answer(send, received.status)
 
 

@@ -38,7 +38,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from jobs_app import doorbell
 from jobs_app.models import Task, WebhookDelivery, WebhookOutcome, WebhookVerdict
-from photobooth.db import durable_transaction
+from photobooth.db import drop_connection_if_broken, durable_transaction, is_transient
 from photobooth.errors import error_body, method_not_allowed
 
 logger = logging.getLogger(__name__)
@@ -46,9 +46,31 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024
 REJECTED_BODY_BYTES = 1024  # contract section 5: a rejected delivery keeps at most 1 KiB
 UPSTREAM_ID_MAX = 100  # WebhookDelivery.upstream_task_id and Task.upstream_id columns
+# A database hiccup while storing (a locked SQLite database, a lost connection) is retried for
+# this long, the pauses doubling up to a second; then the delivery is answered 503 with
+# Retry-After (StorageUnavailable). The senders time out after 10 s (the built-in API) to 15 s
+# (Svix, Standard Webhooks).
+STORE_RETRY_SECONDS = 5.0
+STORE_RETRY_FIRST_PAUSE = 0.05
+STORE_RETRY_MAX_PAUSE = 1.0
 EVENT_TYPES = {"mockup_task_finished", "generation_task_finished", "generation_job_progress"}
 STORED_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type",
                   "user-agent")  # fmt: skip
+
+
+class StorageUnavailable(Exception):
+    """The database cannot store a delivery right now: 503, and the sender sends it again."""
+
+    status = 503
+    code = "storage_unavailable"
+    retry_after_seconds = 5
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or "The delivery could not be stored right now; send it again.")
+
+
+class DeliveriesVanished(LookupError):
+    """Deliveries deleted between their insert and their deduplication (retention)."""
 
 
 class WebhookRejected(Exception):
@@ -323,25 +345,58 @@ def _settle_duplicates(webhook_ids: list[str]) -> dict[str, Received]:
             answers[webhook_id] = Received(status=204, delivery_id=pk)
     if missing := set(webhook_ids) - answers.keys():
         # Deleted between the insert and this read (retention): the sender retries.
-        raise LookupError(f"deliveries vanished while being deduplicated: {sorted(missing)}")
+        raise DeliveriesVanished(f"deliveries vanished while being deduplicated: {sorted(missing)}")
     return answers
 
 
 type Outcome = Received | BaseException
 
 
-def store_each(deliveries: Sequence[Delivery]) -> list[Outcome]:
-    """Store a batch; if it fails, store its deliveries one by one (one bad one fails alone)."""
+def store_each(
+    deliveries: Sequence[Delivery], *, retry_seconds: float | None = None
+) -> list[Outcome]:
+    """Store a batch; return each delivery's answer, or the exception that stands for it.
+
+    A database hiccup is retried for up to `retry_seconds` (STORE_RETRY_SECONDS), then every
+    delivery of the batch gets StorageUnavailable (503: the sender sends it again). Any other
+    failure stores the deliveries one by one, so one bad delivery fails alone.
+    """
+    if retry_seconds is None:
+        retry_seconds = STORE_RETRY_SECONDS
     try:
-        return list(store_deliveries(deliveries))
+        return list(_store_retrying(deliveries, retry_seconds))
     except Exception as exc:
+        if _retryable(exc):
+            logger.error("webhook_store_unavailable count=%s ids=%s error=%r", len(deliveries),
+                         [d.webhook_id for d in deliveries[:5]], exc)  # fmt: skip
+            return [StorageUnavailable() for _ in deliveries]
         if len(deliveries) == 1:
             logger.exception("webhook_store_failed id=%s", deliveries[0].webhook_id)
             return [exc]
     outcomes: list[Outcome] = []
     for delivery in deliveries:
-        outcomes += store_each([delivery])
+        outcomes += store_each([delivery], retry_seconds=0)
     return outcomes
+
+
+def _retryable(exc: BaseException) -> bool:
+    return is_transient(exc) or isinstance(exc, DeliveriesVanished)
+
+
+def _store_retrying(deliveries: Sequence[Delivery], retry_seconds: float) -> list[Received]:
+    deadline = time.monotonic() + retry_seconds
+    pause = STORE_RETRY_FIRST_PAUSE
+    while True:
+        try:
+            return store_deliveries(deliveries)
+        except Exception as exc:
+            if not _retryable(exc) or time.monotonic() + pause > deadline:
+                raise
+            logger.warning("webhook_store_retry count=%s in=%.2f error=%r",
+                           len(deliveries), pause, exc)  # fmt: skip
+        drop_connection_if_broken()  # a lost connection: the next try reconnects
+        time.sleep(pause)
+        pause = min(pause * 2, STORE_RETRY_MAX_PAUSE)
 
 
 @csrf_exempt
@@ -352,10 +407,17 @@ async def mockup_api_webhook_view(request: HttpRequest) -> HttpResponse:
     headers = {k.lower(): v for k, v in request.headers.items()}
     delivery = check(headers, request.body)
     # One delivery, on asgiref's thread: in tests that is where the test's transaction is.
-    received = (await sync_to_async(store_deliveries)([delivery]))[0]
+    [received] = await sync_to_async(store_each)([delivery])
     if delivery.rejected is not None:
+        # Answered whether or not its record could be kept: the sender must not retry it.
         rejected = delivery.rejected
         return JsonResponse(error_body(rejected.code, str(rejected)), status=rejected.status)
+    if isinstance(received, StorageUnavailable):
+        response = JsonResponse(error_body(received.code, str(received)), status=received.status)
+        response["Retry-After"] = str(received.retry_after_seconds)
+        return response
+    if isinstance(received, BaseException):
+        raise received  # a bug, not the database: the 500 handler logs it
     if received.ring:
         await doorbell.aring(doorbell.INBOX)
     return HttpResponse(status=received.status)

@@ -30,6 +30,7 @@ from jobs_app.dispatcher import TaskQueue
 from jobs_app.inbox import Inbox
 from jobs_app.leader import Leader
 from jobs_app.leases import WorkerIdentity
+from jobs_app.supervision import log_failure, spawn, supervise
 from jobs_app.upstream.socket import UpstreamSocket
 from photobooth.db import in_db_thread
 
@@ -52,6 +53,7 @@ class BackgroundWork:
         self.leader: Leader | None = None
         self.applier: UpstreamApplier | None = None
         self.tasks: list[asyncio.Task] = []
+        self.cancels: set[asyncio.Task] = set()  # upstream cancellations in flight
         self._stopping = asyncio.Event()
 
     def start(self) -> None:
@@ -69,20 +71,27 @@ class BackgroundWork:
         self.queue.on_submitted = self.inbox.wake.set
         self.socket = UpstreamSocket(client, self.applier.on_socket_message, self.queue.reconcile)
         self.leader = Leader(client, self.identity)
-        self.tasks = [loop.create_task(self._run(), name="photobooth-worker")]
+        started = loop.create_task(self._run(), name="photobooth-worker")
+        started.add_done_callback(log_failure)
+        self.tasks = [started]
 
     async def _run(self) -> None:
         await self._register()
         loop = asyncio.get_running_loop()
+        # Supervised: a part that raises is logged and starts again; the others go on.
         parts = {
-            "lease": self._keep_lease(),
-            "task-queue": self.queue.run(),
-            "upstream-socket": self.socket.run(),
-            "inbox": self.inbox.run(),
-            "leader": self.leader.run(),
-            "doorbell": doorbell.listen(self._on_ring, self._stopping),
+            "lease": self._keep_lease,
+            "claims": self._tend_claims,
+            "task-queue": self.queue.run,
+            "upstream-socket": self.socket.run,
+            "inbox": self.inbox.run,
+            "leader": self.leader.run,
+            "doorbell": lambda: doorbell.listen(self._on_ring, self._stopping),
         }
-        self.tasks += [loop.create_task(c, name=f"photobooth-{n}") for n, c in parts.items()]
+        for name, run in parts.items():
+            part = loop.create_task(supervise(name, run), name=f"photobooth-{name}")
+            part.add_done_callback(log_failure)
+            self.tasks.append(part)
         logger.info("worker_started worker=%s name=%s app_id=%s",
                     self.identity.id, self.identity.name, self.queue.client.app_id)  # fmt: skip
 
@@ -99,21 +108,38 @@ class BackgroundWork:
                 logger.exception("worker_register_failed")
                 await asyncio.sleep(REGISTER_RETRY_SECONDS)
 
-    async def _keep_lease(self) -> None:
-        """Adopt orphaned tasks and release forgotten claims, then renew the lease; repeat.
+    async def _tend_claims(self) -> None:
+        """Adopt orphaned tasks and release forgotten claims, every renewal interval.
 
-        Adoption comes first: after a restart the dead worker's tasks (expired at registration
-        when its pid is gone) are taken over at once, not a renewal interval later.
+        It starts at once: after a restart the dead worker's tasks (expired at registration
+        when its pid is gone) are taken over now, not a renewal interval later. It runs apart
+        from the lease renewals: adoption reads the upstream, which must never delay one.
         """
         identity, queue = self.identity, self.queue
         while True:
             try:
                 await queue.adopt_orphans()
-                await _db(release_forgotten)(identity.id, set(queue.submitting))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("worker_adoption_failed worker=%s", identity.id)
+            try:
+                # A claim whose release failed: freed here, FORGOTTEN_AFTER_SECONDS after it
+                # was taken (jobs_app.claims), whatever else failed this round.
+                released = await _db(release_forgotten)(identity.id, set(queue.submitting))
+                if released:
+                    logger.warning("claims_released_forgotten worker=%s count=%s",
+                                   identity.id, released)  # fmt: skip
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker_release_forgotten_failed worker=%s", identity.id)
+            await asyncio.sleep(settings.WORKER_RENEW_SECONDS)
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease every WORKER_RENEW_SECONDS; take a fresh identity if it expired."""
+        identity, queue = self.identity, self.queue
+        while True:
             await asyncio.sleep(settings.WORKER_RENEW_SECONDS)
             try:
                 if not await _db(leases.renew_worker)(identity, queue.client.app_id):
@@ -135,13 +161,8 @@ class BackgroundWork:
         elif what == doorbell.CANCEL:
             task_id, upstream_id = message.get("taskId"), message.get("upstreamId")
             if isinstance(task_id, str) and isinstance(upstream_id, str):
-                job = asyncio.create_task(self.queue.cancel_if_mine(task_id, upstream_id))
-                self.tasks.append(job)
-                job.add_done_callback(self._forget)
-
-    def _forget(self, task: asyncio.Task) -> None:
-        if task in self.tasks:
-            self.tasks.remove(task)
+                spawn(self.queue.cancel_if_mine(task_id, upstream_id),
+                      name=f"photobooth-cancel-{task_id}", keep=self.cancels)  # fmt: skip
 
     async def stop(self) -> None:
         """Stop taking new work, let submissions in flight finish, give the claims back."""
@@ -152,9 +173,10 @@ class BackgroundWork:
             self.queue.stopping = True
             if self.queue.in_flight:
                 await asyncio.wait(self.queue.in_flight, timeout=DRAIN_SECONDS)
-        for task in self.tasks:
+        running = [*self.tasks, *self.cancels]
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
         self.tasks = []
         if self.identity is not None:
             try:

@@ -8,13 +8,13 @@ at once.
 from __future__ import annotations
 
 import asyncio
-import io
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-from PIL import Image
 
+from mockup_api import render_jobs
 from mockup_api.http import shared_client
+from mockup_api.runner import runner
 
 MAX_BYTES = 20 * 1024 * 1024
 TIMEOUT_SECONDS = 20.0
@@ -88,11 +88,12 @@ async def _read_limited(response: httpx.Response) -> bytes:
     return b"".join(chunks)
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Return the fully decoded image in `data`. Blocking: call it in the render pool."""
+async def fetch_image(url: str) -> bytes:
+    """Return the body at `url` once the render pool decoded it as an image (the workers keep
+    it decoded for the renders to come); raise InputUnavailable."""
+    data = await fetch_bytes(url)
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputUnavailable(f"input is not a decodable image: {exc}") from exc
-    return image
+        await runner.in_pool(render_jobs.check_image, data)
+    except render_jobs.UndecodableImage as exc:
+        raise InputUnavailable(f"input is not a decodable image: {exc}") from None
+    return data

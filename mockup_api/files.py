@@ -1,22 +1,23 @@
 """Result files: PNGs hosted for MOCKUP_API_RESULT_TTL_SECONDS at unguessable URLs, like a CDN.
 
-The file's modification time is its birth certificate, so expiry needs no index and survives
+The render pool's workers write the files (`render_jobs.save_png`, into `storage_dir()`). The
+file's modification time is its birth certificate, so expiry needs no index and survives
 restarts. Expired files are deleted lazily: when someone asks for one, and by an occasional
 sweep when new files are written.
 """
 
 from __future__ import annotations
 
-import io
+import asyncio
 import re
-import secrets
 import time
 from pathlib import Path
 
 from django.conf import settings
 from django.http import HttpRequest
 from django.urls import reverse
-from PIL import Image
+
+from mockup_api.runner import runner
 
 NAME_PATTERN = r"[0-9a-f]{32}\.png"  # 128 random bits: the URL is the capability
 SWEEP_EVERY_SECONDS = 60  # at most one directory scan a minute, however busy the renderer is
@@ -39,14 +40,13 @@ def url_base(request: HttpRequest) -> str:
     return request.build_absolute_uri(path.removesuffix(placeholder))
 
 
-def save_png(image: Image.Image) -> tuple[str, int]:
-    """Encode `image` as PNG into a new hosted file; return its name and size. Blocking."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    name = secrets.token_hex(16) + ".png"
-    (storage_dir() / name).write_bytes(buffer.getvalue())
-    _maybe_sweep()
-    return name, buffer.tell()
+def sweep_now_and_then() -> None:
+    """Start a sweep in a thread, at most once every SWEEP_EVERY_SECONDS (call after saving)."""
+    global _last_sweep
+    now = time.monotonic()
+    if now - _last_sweep >= SWEEP_EVERY_SECONDS:
+        _last_sweep = now
+        runner.spawn(asyncio.to_thread(sweep), name="mockup-files-sweep")
 
 
 def read(name: str) -> bytes | None:
@@ -87,11 +87,3 @@ def sweep() -> int:
 
 def _expired(mtime: float) -> bool:
     return time.time() - mtime >= settings.MOCKUP_API_RESULT_TTL_SECONDS
-
-
-def _maybe_sweep() -> None:
-    global _last_sweep
-    now = time.monotonic()
-    if now - _last_sweep >= SWEEP_EVERY_SECONDS:
-        _last_sweep = now
-        sweep()

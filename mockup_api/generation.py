@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from django.conf import settings
-from PIL import Image
 
-from mockup_api import files, render
+from mockup_api import files, render_jobs
 from mockup_api.connections import registry
-from mockup_api.fetch import InputUnavailable, decode_image, fetch_bytes
+from mockup_api.fetch import InputUnavailable, fetch_image
 from mockup_api.queue import Ticket, render_queue
 from mockup_api.runner import runner
 from mockup_api.store import GenerationTask, Job, new_id, now, store
@@ -76,11 +75,12 @@ def cancel_task(task: GenerationTask) -> None:
 
 async def _run_task(task: GenerationTask) -> None:
     try:
-        source = await runner.in_pool(decode_image, await fetch_bytes(task.image_url))
+        source = await fetch_image(task.image_url)
     except InputUnavailable as exc:
-        for job in task.jobs:
-            if not task.final:
-                _fail_job(task, job, "input_unavailable", str(exc))
+        _fail_every_job(task, "input_unavailable", str(exc))
+        return
+    except Exception as exc:  # the render pool broke twice: fail the jobs, never hang them
+        _fail_every_job(task, "render_failed", f"The renderer failed: {exc!r}")
         return
     if task.final:
         return  # cancelled while the input was downloading
@@ -101,7 +101,7 @@ def _announce_position(task: GenerationTask, job: Job, position: int) -> None:
         _publish(task, job, "jobState", state="queued", queuePosition=position)
 
 
-async def _run_job(task: GenerationTask, job: Job, source: Image.Image, worker_name: str) -> None:
+async def _run_job(task: GenerationTask, job: Job, source: bytes, worker_name: str) -> None:
     if task.final:
         return
     job.status, job.worker_name = "initiating", worker_name
@@ -114,7 +114,7 @@ async def _run_job(task: GenerationTask, job: Job, source: Image.Image, worker_n
     if chance() < settings.MOCKUP_API_FAILURE_RATE:
         failure = "The renderer failed (simulated by MOCKUP_API_FAILURE_RATE)."
     preview_at = max(1, steps // 2)
-    image: Image.Image | None = None
+    rendered: render_jobs.GenerationRender | None = None
     for step in range(1, steps + 1):
         if step_seconds > 0:
             await asyncio.sleep(step_seconds)
@@ -124,39 +124,48 @@ async def _run_job(task: GenerationTask, job: Job, source: Image.Image, worker_n
         _publish(task, job, "jobProgress", step=step, stepCount=steps)
         if step == preview_at and failure is None:
             try:
-                image, preview = await runner.in_pool(_render, task, job, source)
+                rendered = await _render(task, job, source)
             except Exception as exc:  # a render bug must fail the job, not hang the task
                 failure = f"The renderer failed: {exc.__class__.__name__}: {exc}"
                 continue
             if task.final:
-                return
-            job.preview_url = task.files_base + preview
+                return  # cancelled during the render: the orphan files expire with the others
+            job.preview_url = task.files_base + rendered.preview
             _publish(task, job, "jobPreview", url=job.preview_url)
     if task.final:
         return
-    if failure is not None or image is None:
+    if failure is not None or rendered is None:
         _fail_job(task, job, "render_failed", failure or "The renderer produced nothing.")
         return
-    name, _ = await runner.in_pool(files.save_png, image)
-    if task.final:
-        return  # cancelled during the save: the orphan file expires with the others
-    width, height = image.size
-    url = task.files_base + name
+    # The result was saved with the preview; its URL is told only now, at the job's end.
+    width, height = rendered.width, rendered.height
+    url = task.files_base + rendered.result
     job.result = {"url": url, "width": width, "height": height, "content_type": "image/png"}
     job.status, job.progress = "completed", 1.0
     _publish(task, job, "jobResult", url=url, width=width, height=height)
     _job_finished(task)
 
 
-def _render(task: GenerationTask, job: Job, source: Image.Image) -> tuple[Image.Image, str]:
-    """Render the job's image and host its preview; return the image and the preview's name."""
-    seed = task.seed + job.index
-    if task.kind == "enhancement":
-        image = render.enhance(source, seed)
-    else:
-        image = render.render_style(source, task.style or "", seed, size=RESULT_SIZE)
-    preview_name, _ = files.save_png(render.render_preview(image, size=PREVIEW_SIZE))
-    return image, preview_name
+async def _render(task: GenerationTask, job: Job, source: bytes) -> render_jobs.GenerationRender:
+    """Render the job's image in the render pool; host its preview and its result."""
+    rendered = await runner.in_pool(
+        render_jobs.render_generation,
+        source,
+        kind=task.kind,
+        style=task.style or "",
+        seed=task.seed + job.index,
+        size=RESULT_SIZE,
+        preview_size=PREVIEW_SIZE,
+        directory=files.storage_dir(),
+    )
+    files.sweep_now_and_then()
+    return rendered
+
+
+def _fail_every_job(task: GenerationTask, code: str, message: str) -> None:
+    for job in task.jobs:
+        if not task.final:
+            _fail_job(task, job, code, message)
 
 
 def _fail_job(task: GenerationTask, job: Job, code: str, message: str) -> None:

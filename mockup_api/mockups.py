@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from PIL import Image
 
-from mockup_api import files, render
-from mockup_api.fetch import InputUnavailable, decode_image, fetch_bytes
+from mockup_api import files, render_jobs
+from mockup_api.fetch import InputUnavailable, fetch_image
 from mockup_api.runner import runner
 from mockup_api.store import MockupTask, new_id, now, store
 from mockup_api.webhooks import webhooks
@@ -50,12 +49,17 @@ def create_tasks(requests: list[MockupRequest], *, files_base: str) -> list[Mock
 
 
 async def _run_task(task: MockupTask) -> None:
-    designs: dict[str, Image.Image] = {}
+    designs: dict[str, bytes] = {}
     try:
         for url in dict.fromkeys(task.layers.values()):  # each distinct URL once, in order
-            designs[url] = await runner.in_pool(decode_image, await fetch_bytes(url))
+            designs[url] = await fetch_image(url)
     except InputUnavailable as exc:
         task.failure_reasons.append({"code": "input_unavailable", "message": str(exc)})
+        _finish(task)
+        return
+    except Exception as exc:  # the render pool broke twice: fail the task, never hang it
+        message = f"The renderer failed: {exc!r}"
+        task.failure_reasons.append({"code": "render_failed", "message": message})
         _finish(task)
         return
     variants = {variant["id"]: variant for variant in task.product["variants"]}
@@ -68,8 +72,15 @@ async def _run_task(task: MockupTask) -> None:
                 if chance() < settings.MOCKUP_API_FAILURE_RATE:
                     raise RuntimeError("simulated by MOCKUP_API_FAILURE_RATE")
                 name = await runner.in_pool(
-                    _render, designs[url], task.product, variants[variant_id], placement
+                    render_jobs.render_mockup,
+                    designs[url],
+                    task.product,
+                    variants[variant_id],
+                    placement,
+                    size=MOCKUP_SIZE,
+                    directory=files.storage_dir(),
                 )
+                files.sweep_now_and_then()
             except Exception as exc:  # one bad render fails the task, not the server
                 task.failure_reasons.append(
                     {
@@ -84,13 +95,6 @@ async def _run_task(task: MockupTask) -> None:
         if mockups:
             task.mockups[variant_id] = mockups
     _finish(task)
-
-
-def _render(design: Image.Image, product: dict, variant: dict, placement: str) -> str:
-    """Render one mockup and host it; return the file name. Blocking."""
-    image = render.render_mockup(design, product, variant, placement, size=MOCKUP_SIZE)
-    name, _ = files.save_png(image)
-    return name
 
 
 def _finish(task: MockupTask) -> None:

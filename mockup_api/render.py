@@ -1,7 +1,8 @@
 """Render the built-in mockup API's images: styled photos, previews, upscales and mockups.
 
 Everything here is a pure function of its arguments (no settings, no I/O) and safe to call
-from several threads at once; the server runs these in a thread pool, never on the event loop.
+from several threads at once; the server runs these in the render pool's worker processes
+(`mockup_api.render_jobs`), never on the event loop.
 """
 
 from __future__ import annotations

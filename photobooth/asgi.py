@@ -29,6 +29,7 @@ from django.urls import path, re_path  # noqa: E402
 from jobs_app.server_loop import remember_running_loop  # noqa: E402
 from jobs_app.upstream import check_deployment  # noqa: E402
 from jobs_app.webhook_endpoint import endpoint as webhook_endpoint  # noqa: E402
+from photobooth.request_threads import RequestThreads  # noqa: E402
 from photobooth.routing import stream_urlpatterns, websocket_urlpatterns  # noqa: E402
 from photobooth.twisted_forms import skip_form_parsing  # noqa: E402
 
@@ -107,6 +108,7 @@ check_deployment()
 skip_form_parsing()
 
 
+django_app = RequestThreads(BodySizeLimit(django_asgi_app))
 application = ProtocolTypeRouter(
     {
         # SSE streams are Channels consumers (they need the channel layer), webhooks a lean app
@@ -115,7 +117,7 @@ application = ProtocolTypeRouter(
             [
                 path("webhooks/mockup-api", webhook_endpoint),
                 *stream_urlpatterns(),
-                re_path(r"", BodySizeLimit(django_asgi_app)),
+                re_path(r"", django_app),
             ]
         ),
         "websocket": SessionMiddlewareStack(URLRouter(websocket_urlpatterns())),

@@ -1,11 +1,13 @@
 """`durable_transaction`, the transaction every state-changing action runs in; `in_db_thread`,
 how the background workers reach the database from their event loop.
 
-On PostgreSQL it is `transaction.atomic(durable=True)`. On SQLite (the embedded default) it
-also takes a process-wide lock first: SQLite has one writer at a time, and a writer that finds
-the database locked waits in SQLite's busy handler, which sleeps in steps of up to 100 ms. With
-the queue, the upstream socket and requests all writing from their own threads, those sleeps
-added up to hundreds of milliseconds per action; queueing on a lock costs only the wait itself.
+`durable_transaction` is `transaction.atomic(durable=True)`. On SQLite (the embedded default)
+every writer of the process, actions or not, also queues on one process-wide lock, held from
+BEGIN to COMMIT or ROLLBACK: the lock lives in the database backend
+(photobooth/sqlite_writer/base.py), where no write can go around it. SQLite has one writer at
+a time, and a writer that finds the database locked waits in SQLite's busy handler, which
+sleeps in steps of up to 100 ms and fails after the busy timeout; queueing on a lock costs
+only the wait itself. The lock is free again before on_commit callbacks run.
 """
 
 from __future__ import annotations
@@ -16,49 +18,60 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 
 logger = logging.getLogger(__name__)
 
-_sqlite_writer = threading.RLock()
-
-
-@contextmanager
-def _write_lock():
-    if connection.vendor == "sqlite":
-        with _sqlite_writer:
-            yield
-    else:
-        yield
-
 
 def durable_transaction[**P, R](function: Callable[P, R]) -> Callable[P, R]:
-    """Run `function` in its own durable transaction (serialized among writers on SQLite)."""
+    """Run `function` in its own durable transaction (serialized among writers on SQLite).
+
+    Its on_commit callbacks run after the commit, outside the SQLite writer lock: they may
+    wait for the event loop without holding up the process's other writers.
+    """
 
     @functools.wraps(function)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with _write_lock(), transaction.atomic(durable=True):
+        with transaction.atomic(durable=True):
             return function(*args, **kwargs)
 
     return wrapper
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Return whether `exc` is the database's trouble, not the statement's: worth a retry.
+
+    A locked SQLite database (a writer waited out the busy timeout), a lost or refused
+    connection, an exhausted pool, a PostgreSQL serialization failure.
+    """
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
 # --- Database work of the background workers ----------------------------------------------------
 
-_executor: ThreadPoolExecutor | None = None
+# One pool per kind of work, so that slow writes never hold up the streams' reads.
+_POOL_SIZES = {"worker": "WORKER_DB_THREADS", "streams": "STREAM_DB_THREADS"}
+_executors: dict[str, ThreadPoolExecutor] = {}
+_executors_lock = threading.Lock()
 
 
-def _db_executor() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(
-            max_workers=settings.WORKER_DB_THREADS, thread_name_prefix="photobooth-db"
-        )
-    return _executor
+def _pool_size(pool: str) -> int:
+    return getattr(settings, _POOL_SIZES[pool])
+
+
+def _db_executor(pool: str) -> ThreadPoolExecutor:
+    executor = _executors.get(pool)
+    if executor is None:
+        with _executors_lock:
+            executor = _executors.get(pool)
+            if executor is None:
+                executor = _executors[pool] = ThreadPoolExecutor(
+                    max_workers=_pool_size(pool), thread_name_prefix=f"photobooth-db-{pool}"
+                )
+    return executor
 
 
 def drop_connection_if_broken() -> None:
@@ -85,22 +98,25 @@ def _run_keeping_connection[**P, R](function: Callable[P, R], *args: P.args, **k
         drop_connection_if_broken()  # each thread keeps its connection between calls
 
 
-def in_db_thread[**P, R](function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """Return an async callable that runs `function` in one of the workers' database threads.
+def in_db_thread[**P, R](
+    function: Callable[P, R], *, pool: str = "worker"
+) -> Callable[P, Awaitable[R]]:
+    """Return an async callable that runs `function` in one of `pool`'s database threads.
 
     asgiref's default (`sync_to_async`, thread-sensitive) runs every call of a process on one
-    shared thread, so a worker's database work went one call at a time, behind one slow write.
-    WORKER_DB_THREADS threads (each with its own connection) let lanes, the queue, the inbox
-    and the leader write side by side; SQLite writers still queue on the lock above. With
-    WORKER_DB_THREADS=0 it falls back to that shared thread (in-process tests: their database
-    transaction lives on it).
+    shared thread, so database work went one call at a time, behind one slow write. Each pool
+    ("worker": WORKER_DB_THREADS, for lanes, the queue, the inbox and the leader; "streams":
+    STREAM_DB_THREADS, for the streams' log reads) has threads of its own, each keeping its
+    connection; SQLite writers still queue on the lock above. A pool size of 0 falls back to
+    that shared thread (in-process tests: their database transaction lives on it).
     """
-    if settings.WORKER_DB_THREADS == 0:
-        return sync_to_async(function)
 
+    @functools.wraps(function)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        if _pool_size(pool) == 0:  # read per call: tests change it after import
+            return await sync_to_async(function)(*args, **kwargs)
         loop = asyncio.get_running_loop()
         job = functools.partial(_run_keeping_connection, function, *args, **kwargs)
-        return await loop.run_in_executor(_db_executor(), job)
+        return await loop.run_in_executor(_db_executor(pool), job)
 
     return call

@@ -159,12 +159,28 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------------
+# SQLite: Django's backend plus one writer lock per process (photobooth/sqlite_writer/base.py).
+SQLITE_OPTIONS = {
+    # Writers take the lock when their transaction starts, so two writers never deadlock on
+    # a lock upgrade; readers are never blocked thanks to WAL.
+    "transaction_mode": "IMMEDIATE",
+    # How long a writer waits for its turn, on the process's lock and then in SQLite's busy
+    # handler (other processes), before "database is locked". Writes take milliseconds, so
+    # a wait this long means a stuck or overloaded writer; the queue retries what failed.
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+}
 _database_url = os.environ.get("DATABASE_URL", "").strip()
 if _database_url:
     try:
         DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0)}
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not usable: {exc}") from None
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        # A sqlite:// URL gets what the default gets: IMMEDIATE transactions and the lock.
+        DATABASES["default"]["ENGINE"] = "photobooth.sqlite_writer"
+        given = DATABASES["default"].get("OPTIONS", {})
+        DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **given}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # A pool instead of a new connection per request: under ASGI every request runs in a
         # thread of its own, where persistent connections would pile up.
@@ -177,17 +193,9 @@ else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            "ENGINE": "photobooth.sqlite_writer",
             "NAME": VAR_DIR / "photobooth.sqlite3",
-            "OPTIONS": {
-                # Writers take the lock when their transaction starts, so two writers never
-                # deadlock on a lock upgrade; readers are never blocked thanks to WAL.
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                "init_command": (
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
-                ),
-            },
+            "OPTIONS": SQLITE_OPTIONS,
             # A file (threads in tests share it), one per process so parallel runs never clash.
             "TEST": {"NAME": VAR_DIR / f"test-{os.getpid()}.sqlite3"},
         }
@@ -305,7 +313,7 @@ MOCKUP_API_REORDER_WEBHOOKS = env_bool("MOCKUP_API_REORDER_WEBHOOKS", False)
 MOCKUP_API_SOCKET_DROP_RATE = env_float("MOCKUP_API_SOCKET_DROP_RATE", 0.0, maximum=1.0)
 MOCKUP_API_RATE_LIMIT = env_int("MOCKUP_API_RATE_LIMIT", 120, minimum=1)  # requests per window
 MOCKUP_API_RATE_WINDOW_SECONDS = env_int("MOCKUP_API_RATE_WINDOW_SECONDS", 60, minimum=1)
-MOCKUP_API_WORKERS = env_int("MOCKUP_API_WORKERS", 2, minimum=1)  # render pool size
+MOCKUP_API_WORKERS = env_int("MOCKUP_API_WORKERS", 2, minimum=1)  # jobs at once, render processes
 MOCKUP_API_RESULT_TTL_SECONDS = 24 * 3600
 
 # --- Tasks, events and streams (contract section 7) -----------------------------------------
@@ -320,6 +328,10 @@ WORKER_RENEW_SECONDS = env_int("WORKER_RENEW_SECONDS", 5, minimum=1)
 # Threads (each with a database connection) a worker writes through; keep it below
 # DATABASE_POOL_MAX. 0: asgiref's one shared thread (in-process tests).
 WORKER_DB_THREADS = env_int("WORKER_DB_THREADS", 4, minimum=0)
+# Threads the streams read the event log through (replays, refills, heartbeat checks), apart
+# from everything else so a slow write never delays a delivery. Each keeps a connection:
+# WORKER_DB_THREADS + STREAM_DB_THREADS + busy requests must stay below DATABASE_POOL_MAX.
+STREAM_DB_THREADS = env_int("STREAM_DB_THREADS", 4, minimum=0)
 if WORKER_LEASE_SECONDS < 2 * WORKER_RENEW_SECONDS:
     # One late renewal must not lose a live worker's claims.
     raise ImproperlyConfigured(

@@ -67,6 +67,7 @@ def _worker_db_on_the_test_thread(settings):
     transaction, which lives on asgiref's shared thread (real worker processes use threads of
     their own: tests/deployment.py, tests/upstream_helpers.py)."""
     settings.WORKER_DB_THREADS = 0
+    settings.STREAM_DB_THREADS = 0
 
 
 @pytest.fixture(autouse=True)

@@ -205,3 +205,41 @@ def test_reads_under_concurrent_writers_miss_nothing_and_repeat_nothing(owner):
     assert seen == sorted(seen) and len(seen) == len(set(seen)) == len(tasks) * per_writer
     progress = Event.objects.filter(session=session, type="progress").order_by("seq")
     assert seen == list(progress.values_list("seq", flat=True))
+
+
+@pytest.mark.django_db
+def test_publishing_takes_at_most_three_queries_and_names_each_groups_previous_event(
+    owner, monkeypatch, django_capture_on_commit_callbacks
+):
+    """One UPDATE ... RETURNING for the head, one for both pointers, one INSERT (PostgreSQL).
+
+    SQLite has no data-modifying CTE: the pointers take three in-process statements there.
+    """
+    from django.test.utils import CaptureQueriesContext
+
+    from jobs_app import events
+
+    session = BoothSession.objects.get(pk=owner.session_id)
+    first, second = _make_tasks(session, 2)  # clients w0 and w1, one `queued` event each
+    announced: list[tuple[dict, dict]] = []
+    monkeypatch.setattr(
+        events, "announce", lambda session_id, cursor, messages: announced.append(messages)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+            event = publish_event(first, "progress", jobIndex=0, progress=0.5)
+        with transaction.atomic():
+            publish_event(second, "progress", jobIndex=0, progress=0.5)
+    assert len(queries) <= (3 if connection.vendor == "postgresql" else 5), queries.captured_queries
+    session.refresh_from_db()
+    assert (event.seq, session.event_seq) == (3, 4)
+    [one, two] = [{m["group"].split(".")[0]: m for _, m in messages} for messages in announced]
+    assert {kind: m["prev"] for kind, m in one.items()} == {"session": 2, "client": 1, "task": 1}
+    assert {kind: m["prev"] for kind, m in two.items()} == {"session": 3, "client": 2, "task": 2}
+    assert one["client"]["event"]["id"] == f"{session.cursor_prefix}-3"
+    assert one["client"]["event"]["clientAppId"] == "w0"
+    assert one["client"]["event"] == events.serialize_event(
+        Event.objects.get(seq=3, session=session)
+    )
+    first.refresh_from_db()
+    assert first.last_event_seq == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import signal
 import time
 
@@ -178,6 +179,29 @@ async def test_unknown_paths_get_the_json_404(standalone_mockup_api):
     assert response.json()["error"]["code"] == "not_found"
 
 
+def stat(pid: int) -> tuple[str, int] | None:
+    """Return the state letter and the parent of `pid` (Linux's /proc), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            state, parent = file.read().rsplit(")", 1)[1].split()[:2]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return state, int(parent)
+
+
+def processes_below(pid: int) -> list[int]:
+    """Return the pids of every process below `pid`."""
+    parents = {int(entry): stat(int(entry)) for entry in os.listdir("/proc") if entry.isdigit()}
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        below = [child for child, info in parents.items() if info and info[1] == parent]
+        found += below
+        todo += below
+    return found
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
 def test_it_stops_cleanly_on_sigterm_with_work_in_flight(mockup_api_process, image_server):
     with mockup_api_process(MOCKUP_API_STEP_SECONDS="0.5") as api:
         response = httpx.post(
@@ -191,6 +215,43 @@ def test_it_stops_cleanly_on_sigterm_with_work_in_flight(mockup_api_process, ima
             },
         )
         assert response.status_code == 201
+        # The input was decoded in the render pool: its fork server, resource tracker, workers.
+        deadline = time.monotonic() + 10
+        while len(below := processes_below(api.process.pid)) < 4:
+            assert time.monotonic() < deadline, below
+            time.sleep(0.05)
         time.sleep(0.3)  # the jobs are mid-step now
         api.process.send_signal(signal.SIGTERM)
         assert api.process.wait(10) == 0
+    # The workers were reaped before the server ended; the fork server and the resource
+    # tracker end right after it (and are left to init).
+    deadline = time.monotonic() + 5
+    while running := [pid for pid in below if (stat(pid) or ("Z",))[0] != "Z"]:
+        assert time.monotonic() < deadline, f"still running: {running}"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
+def test_its_render_workers_end_when_it_is_killed(mockup_api_process, image_server):
+    with mockup_api_process() as api:
+        response = httpx.post(
+            f"{api.base}/mockup-api/v2/generation-tasks",
+            headers=api.auth,
+            json={
+                "app_id": "live-kill",
+                "style": "duotone",
+                "number_images": 1,
+                "image_url": image_server.url("/photo.jpg"),
+            },
+        )
+        assert response.status_code == 201
+        deadline = time.monotonic() + 10
+        while len(below := processes_below(api.process.pid)) < 4:
+            assert time.monotonic() < deadline, below
+            time.sleep(0.05)
+        api.process.kill()  # no shutdown: nobody tells the workers
+        api.process.wait(10)
+    deadline = time.monotonic() + 5
+    while running := [pid for pid in below if (stat(pid) or ("Z",))[0] != "Z"]:
+        assert time.monotonic() < deadline, f"still running: {running}"
+        time.sleep(0.05)

@@ -9,7 +9,7 @@ import time
 import pytest
 from PIL import Image
 
-from mockup_api import files
+from mockup_api import files, render_jobs
 from mockup_api.catalog import CATALOG_PRODUCTS
 from mockup_api.ratelimit import limiter
 
@@ -208,7 +208,7 @@ class TestTasks:
 
 class TestFiles:
     def _hosted(self) -> str:
-        name, _ = files.save_png(Image.new("RGB", (8, 4), "red"))
+        name, _ = render_jobs.save_png(Image.new("RGB", (8, 4), "red"), files.storage_dir())
         return name
 
     async def test_it_serves_a_hosted_file_without_auth(self, mockup_api):

@@ -39,7 +39,7 @@ def test_the_defaults_are_sqlite_in_wal_mode_and_the_in_memory_layer(tmp_path):
     result = start(tmp_path)
     assert result.returncode == 0, result.stderr
     settings = json.loads(result.stdout)
-    assert settings["engine"] == "django.db.backends.sqlite3"
+    assert settings["engine"] == "photobooth.sqlite_writer"  # Django's, one writer at a time
     assert "journal_mode=WAL" in settings["options"]["init_command"]
     assert settings["options"]["transaction_mode"] == "IMMEDIATE"
     assert settings["layer"] == "channels.layers.InMemoryChannelLayer"

@@ -298,3 +298,59 @@ class TestLiveRepair:
         rest = [m["id"] for m in (await receive(again, 1 + len(cursors) - len(seen)))[1:]]
         assert seen + rest == cursors
         await again.disconnect()
+
+
+class TestLivePath:
+    async def test_an_in_order_message_reaches_the_socket_without_a_thread_or_a_query(
+        self, owner, monkeypatch
+    ):
+        """Live delivery touches no sync thread: no database call, no executor, for any event
+        that follows what the stream delivered."""
+        import concurrent.futures
+
+        from jobs_app import events
+
+        task = await create_task(owner, "a")
+        socket = await connect("/ws/progress/?clientAppId=a", owner)
+        await socket.receive_json_from()
+        announced = []
+        monkeypatch.setattr(events, "announce", lambda *args: announced.append(args))
+        cursors = await publish(task, count=3)  # stored; their messages held back here
+        monkeypatch.undo()
+        hops = []
+        submit = concurrent.futures.ThreadPoolExecutor.submit
+
+        def counting_submit(executor, *args, **kwargs):
+            hops.append(args[0])
+            return submit(executor, *args, **kwargs)
+
+        monkeypatch.setattr(concurrent.futures.ThreadPoolExecutor, "submit", counting_submit)
+        from jobs_app.announcer import send_event
+
+        for _session, cursor, messages in announced:
+            await send_event(cursor, messages)
+        assert [m["id"] for m in await receive(socket, 3)] == cursors
+        assert hops == []
+        await socket.disconnect()
+
+
+async def test_heartbeats_of_streams_opened_together_are_spread_over_the_interval(owner, settings):
+    """A thousand streams opened at once must not all wake at once: the first beat comes at a
+    random point of the second half of the interval, the next ones at most one interval on."""
+    settings.STREAM_HEARTBEAT_SECONDS = 1
+    loop = asyncio.get_running_loop()
+    sockets, opened = [], []
+    for _ in range(12):
+        sockets.append(await connect("/ws/progress/?clientAppId=a", owner))
+        await sockets[-1].receive_json_from()
+        opened.append(loop.time())
+
+    async def first_beat(n: int) -> float:
+        assert await sockets[n].receive_json_from(timeout=3) == {"type": "heartbeat"}
+        return loop.time() - opened[n]
+
+    firsts = await asyncio.gather(*(first_beat(n) for n in range(12)))
+    for socket in sockets:
+        await socket.disconnect()
+    assert min(firsts) >= 0.45  # none in the first half of the interval
+    assert max(firsts) - min(firsts) > 0.1  # spread, not one thundering herd

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import threading
 import time
 
 import pytest
 from channels.layers import get_channel_layer
 from channels.testing import ApplicationCommunicator, HttpCommunicator
+from django.db import OperationalError, connection
+from django.test import Client
 
 from jobs_app import doorbell, webhook_endpoint, webhooks
 from jobs_app.models import Task, WebhookDelivery
@@ -250,6 +254,92 @@ class TestStore:
         raw, headers = signed(generation_finished("up_1"))
         response = await post(raw, headers)
         assert (response["status"], error_code(response)) == (500, "internal_error")
+
+
+class TestDatabaseHiccups:
+    """A database that is locked or away for a moment never costs a 5xx; one that stays away
+    gets 503 with Retry-After (not stored, so not 2xx: the sender delivers it again)."""
+
+    async def test_a_delivery_is_stored_and_answered_204_after_a_database_hiccup(
+        self, known_task, monkeypatch, caplog
+    ):
+        store, failures = webhooks.store_deliveries, [OperationalError("database is locked")]
+
+        def hiccup(deliveries):
+            if failures:
+                raise failures.pop()
+            return store(deliveries)
+
+        monkeypatch.setattr(webhooks, "store_deliveries", hiccup)
+        raw, headers = signed(generation_finished("up_1"))
+        assert (await post(raw, headers))["status"] == 204
+        assert len(await asyncio.to_thread(stored, headers["webhook-id"])) == 1
+        assert "webhook_store_retry" in caplog.text
+
+    async def test_a_delivery_the_database_cannot_store_is_503_with_retry_after(
+        self, known_task, monkeypatch, caplog
+    ):
+        def away(deliveries):
+            raise OperationalError("database is locked")
+
+        store = webhooks.store_deliveries
+        monkeypatch.setattr(webhooks, "STORE_RETRY_SECONDS", 0.3)
+        monkeypatch.setattr(webhooks, "store_deliveries", away)
+        raw, headers = signed(generation_finished("up_1"))
+        response = await post(raw, headers)
+        assert (response["status"], error_code(response)) == (503, "storage_unavailable")
+        assert (b"retry-after", b"5") in response["headers"]
+        assert "webhook_store_unavailable" in caplog.text
+        # The sender's retry, once the database is back, is stored like a first delivery.
+        monkeypatch.setattr(webhooks, "store_deliveries", store)
+        assert (await post(raw, headers))["status"] == 204
+        assert len(await asyncio.to_thread(stored, headers["webhook-id"])) == 1
+
+    async def test_a_rejected_delivery_gets_its_rejection_even_when_it_cannot_be_stored(
+        self, db, monkeypatch
+    ):
+        def away(deliveries):
+            raise OperationalError("database is locked")
+
+        monkeypatch.setattr(webhooks, "STORE_RETRY_SECONDS", 0.1)
+        monkeypatch.setattr(webhooks, "store_deliveries", away)
+        raw, headers = signed(generation_finished("up_1"), secret="whsec_" + "A" * 32)
+        response = await post(raw, headers)
+        assert (response["status"], error_code(response)) == (401, "invalid_signature")
+
+    @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's writer lock")
+    async def test_a_delivery_waits_out_a_writer_another_connection_holds_past_the_timeout(
+        self, known_task, monkeypatch, caplog
+    ):
+        # The store threads connect anew with a busy timeout of 0.2 s; another connection
+        # (another process, as far as this one knows) holds the writer for 1 s.
+        monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 0.2)
+        other = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None,
+                                check_same_thread=False)  # fmt: skip
+        other.execute("BEGIN IMMEDIATE")
+        ends = threading.Timer(1.0, other.execute, ["COMMIT"])
+        ends.start()
+        try:
+            started = time.monotonic()
+            raw, headers = signed(generation_finished("up_1"))
+            assert (await post(raw, headers))["status"] == 204
+            assert time.monotonic() - started >= 0.9
+        finally:
+            ends.join()
+            other.close()
+        assert len(await asyncio.to_thread(stored, headers["webhook-id"])) == 1
+        assert "webhook_store_retry" in caplog.text and "database is locked" in caplog.text
+
+    def test_the_django_view_answers_503_with_retry_after_too(self, db, monkeypatch):
+        def away(deliveries):
+            raise OperationalError("database is locked")
+
+        monkeypatch.setattr(webhooks, "STORE_RETRY_SECONDS", 0.1)
+        monkeypatch.setattr(webhooks, "store_deliveries", away)
+        raw, headers = signed(generation_finished("up_1"))
+        response = Client().post(PATH, raw, content_type="application/json", headers=headers)
+        assert response.status_code == 503 and response["Retry-After"] == "5"
+        assert response.json()["error"]["code"] == "storage_unavailable"
 
 
 class TestDoorbell:

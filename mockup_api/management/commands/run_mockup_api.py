@@ -54,9 +54,10 @@ class Command(BaseCommand):
         from mockup_api.runner import runner
 
         def stop_background_work() -> defer.Deferred:
-            # Twisted waits for the Deferred, so renders and webhooks end before the loop does.
+            # Twisted waits for the Deferred, so renders and webhooks end before the loop does,
+            # and the render pool's workers have exited before the process does.
             loop = asyncio.get_running_loop()
-            return defer.Deferred.fromFuture(loop.create_task(runner.shutdown()))
+            return defer.Deferred.fromFuture(loop.create_task(runner.shutdown(close_pool=True)))
 
         reactor.addSystemEventTrigger("before", "shutdown", stop_background_work)
         pass_close_reasons()

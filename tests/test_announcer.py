@@ -1,0 +1,111 @@
+"""Committed events reach the channel layer in order per session, without making the
+publisher wait (jobs_app/announcer.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from channels.layers import get_channel_layer
+
+from jobs_app import announcer
+from jobs_app.server_loop import remember_running_loop
+
+
+def messages_of(session: str, seq: int) -> list[tuple[str, dict]]:
+    return [
+        (f"{kind}.{session}", {"type": "event.published", "seq": seq, "kind": kind})
+        for kind in ("session", "client", "task")
+    ]
+
+
+async def test_a_publisher_thread_returns_before_the_channel_layer_has_sent_anything():
+    remember_running_loop()
+    layer = get_channel_layer()
+    gate = asyncio.Event()
+    sent: list[tuple[str, int]] = []
+    real_send = layer.group_send
+
+    async def slow_send(group, message):
+        await gate.wait()
+        sent.append((group, message["seq"]))
+        await real_send(group, message)
+
+    layer.group_send = slow_send
+    publisher = threading.Thread(
+        target=lambda: [announcer.announce("s1", f"c-{n}", messages_of("s1", n)) for n in (1, 2)]
+    )
+    publisher.start()
+    await asyncio.to_thread(publisher.join)
+    assert sent == []  # the thread is done; nothing was sent yet
+    gate.set()
+    for _ in range(50):
+        if len(sent) == 6:
+            break
+        await asyncio.sleep(0.01)
+    # The three groups of an event go together; the next event only after them.
+    assert [seq for _, seq in sent] == [1, 1, 1, 2, 2, 2]
+
+
+async def test_events_of_one_session_arrive_in_order_and_sessions_do_not_wait_for_each_other():
+    remember_running_loop()
+    layer = get_channel_layer()
+    channels = {}
+    for session in ("a", "b"):
+        channels[session] = await layer.new_channel()
+        await layer.group_add(f"client.{session}", channels[session])
+    stuck = asyncio.Event()
+    real_send = layer.group_send
+
+    async def send(group, message):
+        if group.endswith(".a") and message["seq"] == 1:
+            await stuck.wait()  # session a's first event hangs in the channel layer
+        await real_send(group, message)
+
+    layer.group_send = send
+
+    def publish() -> None:
+        for n in range(1, 21):
+            for session in ("a", "b"):
+                announcer.announce(session, f"{session}-{n}", messages_of(session, n))
+
+    await asyncio.to_thread(publish)
+    received_b = [(await layer.receive(channels["b"]))["seq"] for _ in range(20)]
+    assert received_b == list(range(1, 21))  # b went on while a was stuck
+    stuck.set()
+    received_a = [(await layer.receive(channels["a"]))["seq"] for _ in range(20)]
+    assert received_a == list(range(1, 21))
+
+
+async def test_a_failed_group_send_is_logged_and_the_next_events_still_go_out(caplog):
+    remember_running_loop()
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("client.s", channel)
+    real_send = layer.group_send
+
+    async def flaky(group, message):
+        if message["seq"] == 1 and group == "client.s":
+            raise ConnectionError("redis went away")
+        await real_send(group, message)
+
+    layer.group_send = flaky
+    for n in (1, 2):
+        announcer.announce("s", f"s-{n}", messages_of("s", n))
+    assert (await layer.receive(channel))["seq"] == 2
+    assert "event_announce_failed cursor=s-1 group=client.s" in caplog.text
+
+
+def test_without_a_running_server_loop_it_sends_before_returning(monkeypatch):
+    from jobs_app import server_loop
+
+    monkeypatch.setattr(server_loop, "_server_loop", None)
+    layer = get_channel_layer()
+    sent = []
+
+    async def record(group, message):
+        sent.append(group)
+
+    monkeypatch.setattr(layer, "group_send", record)
+    announcer.announce("s", "s-1", messages_of("s", 1))
+    assert sorted(sent) == ["client.s", "session.s", "task.s"]
