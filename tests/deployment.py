@@ -184,14 +184,6 @@ class Deployment:
         self.workers.append(worker)
         return worker
 
-    def wait_for_catalog(self) -> None:
-        """Wait until the leader has read the product catalog: mockups need it (503 before)."""
-
-        def ready() -> bool:
-            return httpx.get(f"{self.base}/api/products", timeout=5).status_code == 200
-
-        wait_for(ready, "the product catalog", 30, every=0.2)
-
     def _registered(self, worker: Process) -> bool:
         if not worker.alive:
             pytest.fail(f"the worker died:\n{worker.tail()}")
@@ -269,8 +261,6 @@ def deployment(
                 setup.start_web(port)
             for _ in range(workers):
                 setup.start_worker()
-            if workers:
-                setup.wait_for_catalog()
             yield setup, redis_server
         finally:
             setup.stop_all()

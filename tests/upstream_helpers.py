@@ -422,6 +422,12 @@ class Booth:
         assert response.status_code == 202, response.text
         return response.json()
 
+    def wait_for_catalog(self) -> None:
+        """Wait until the worker has read the product catalog: until then a mockup task is
+        refused (503 `upstream_unavailable`), and a server just started may not have it yet."""
+        wait_for(lambda: self.http.get("/api/products").status_code == 200,
+                 "the product catalog", 30, every=0.1)  # fmt: skip
+
     def generation(self, upload_id: str, number_images: int = 2, **fields: Any) -> dict:
         return self.create(
             "generation", uploadId=upload_id, style="pop-art", numberImages=number_images, **fields
@@ -437,6 +443,7 @@ class Booth:
         product_id: int = 71,
         client_app_id: str | None = None,
     ) -> dict:
+        self.wait_for_catalog()
         return self.create(
             "mockup",
             client_app_id,
