@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -38,6 +37,7 @@ if str(ROOT) not in sys.path:
 
 import pytest  # noqa: E402  (tests/live.py fails a server start with pytest.fail)
 
+from bench.streams import cpu_seconds, raise_fd_limit  # noqa: E402
 from tests.booth_load import (  # noqa: E402
     MODES,
     TRANSPORTS,
@@ -47,28 +47,11 @@ from tests.booth_load import (  # noqa: E402
     run_load,
 )
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PY_SPY_RATE = 50  # samples/s for each of the two recorders (SVG and raw): 100/s together
 DUMP_EVERY_SECONDS = 5.0
 
 
 # --- machine and processes ------------------------------------------------------------------
-
-
-def raise_fd_limit() -> int:
-    """Raise this process's (and so the servers') open-file limit as far as allowed."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else 1_048_576
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def cpu_seconds(pid: int) -> float:
-    """Return user + system CPU time of a process, its threads included (/proc/<pid>/stat)."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 class CpuMeter:
