@@ -99,6 +99,8 @@ class Profiler:
             )
             return
         self.out.mkdir(parents=True, exist_ok=True)
+        # The flame graph shows every active thread (waits included); the raw stacks and the top
+        # list only the thread holding the GIL, i.e. where the process's Python CPU goes.
         for fmt, path in (("flamegraph", self.out / f"{self.name}.svg"), ("raw", self.raw)):
             command = [
                 self.py_spy,
@@ -112,6 +114,7 @@ class Profiler:
                 fmt,
                 "--output",
                 str(path),
+                *(["--gil"] if fmt == "raw" else []),
             ]
             log = (self.out / f"{self.name}.{fmt}.log").open("wb")
             self._records.append(subprocess.Popen(command, stdout=log, stderr=log))
@@ -408,7 +411,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--py-spy",
         metavar="DIR",
         help="profile our server during the load: DIR/<case>.svg (flame graph), "
-        ".raw.txt (stacks), .dump.txt (py-spy dump every 5 s)",
+        ".raw.txt (stacks of the GIL holder: CPU), .dump.txt (py-spy dump every 5 s)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep each case's var dirs")
     return parser.parse_args(argv)

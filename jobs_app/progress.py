@@ -42,11 +42,14 @@ class StoredResult:
 
 
 def _locked(task_id: UUID | str) -> Task:
-    return Task.objects.select_for_update().select_related("client_app", "session").get(pk=task_id)
+    return Task.objects.select_for_update().get(pk=task_id)
 
 
 def _job(task: Task, index: int) -> Job | None:
-    return Job.objects.filter(task=task, index=index).first()
+    try:
+        return Job.objects.get(task_id=task.pk, index=index)
+    except Job.DoesNotExist:
+        return None
 
 
 def _catch_up_start(task: Task, job: Job) -> None:
@@ -168,6 +171,13 @@ def do_fail_task(
     return True
 
 
+# The upstream's job states we apply, and the statuses each one moves a job through.
+JOB_STATE_STEPS: dict[str, tuple[JobStatus, ...]] = {
+    "initiating": (JobStatus.INITIATING,),
+    "started": (JobStatus.INITIATING, JobStatus.RUNNING),
+}
+
+
 @durable_transaction
 def do_apply_job_state(task_id: UUID | str, index: int, state: str, worker_name: str) -> bool:
     """Apply `initiating` or `started` for one job.
@@ -175,12 +185,13 @@ def do_apply_job_state(task_id: UUID | str, index: int, state: str, worker_name:
     A generation job reported `started` that we never saw initiating gets both events (in
     order), so every job's stream reads initiating, started, ... whatever the socket missed.
     """
+    steps = JOB_STATE_STEPS.get(state)
+    if not steps:
+        return False  # `queued` (the upstream's own queue position) moves nothing of ours
     task = _locked(task_id)
     job = _job(task, index)
     if task.is_finished or job is None:
         return False
-    steps = {"initiating": [JobStatus.INITIATING],
-             "started": [JobStatus.INITIATING, JobStatus.RUNNING]}.get(state, [])  # fmt: skip
     moved = False
     for status in steps:
         if advance_job(job, status, worker_name=worker_name or job.worker_name):
