@@ -8,7 +8,8 @@ held up the next database write. Now the publisher schedules the sends and retur
 Order still matters: a stream delivers a message at once only if the previous event of its
 group reached it first, otherwise it reads the log. So the events of one session (all of its
 groups belong to it) go out one after another, in the order they were announced, while
-different sessions go out side by side, and the three group sends of one event go together.
+different sessions go out side by side, and the three group sends of one event go together
+(on Redis as one batch: jobs_app.channel_layer).
 """
 
 from __future__ import annotations
@@ -76,9 +77,23 @@ def _submit_on(loop: asyncio.AbstractEventLoop, session_id: str, item) -> None:
 
 
 async def send_event(cursor: str, messages: Messages) -> None:
-    """Send one event's group messages together; a failure is logged, never raised."""
+    """Send one event's group messages together; a failure is logged, never raised.
+
+    A layer with `group_send_many` (jobs_app.channel_layer) sends them in one batch, with no
+    task per group; others (the in-memory layer) get one `group_send` per group, side by side.
+    """
     layer = get_channel_layer()
     if layer is None:
+        return
+    send_many = getattr(layer, "group_send_many", None)
+    if send_many is not None:
+        try:
+            await send_many(messages)
+        except Exception as exc:
+            # The event is safe in the log; streams find it when they notice the gap.
+            groups = ",".join(group for group, _ in messages)
+            logger.error("event_announce_failed cursor=%s group=%s", cursor, groups,
+                         exc_info=exc)  # fmt: skip
         return
     results = await asyncio.gather(
         *(layer.group_send(group, message) for group, message in messages),
@@ -86,7 +101,6 @@ async def send_event(cursor: str, messages: Messages) -> None:
     )
     for (group, _), result in zip(messages, results, strict=True):
         if isinstance(result, BaseException):
-            # The event is safe in the log; streams find it when they notice the gap.
             logger.error("event_announce_failed cursor=%s group=%s", cursor, group,
                          exc_info=result)  # fmt: skip
 

@@ -118,9 +118,11 @@ def publish_event(task: Task, type: str, *, job: Job | None = None, **fields: An
     """
     if not connection.in_atomic_block:
         raise RuntimeError("publish_event must run inside a transaction")
-    position = log_positions.advance(task)
+    position = log_positions.append(task, type, job_id=job.pk if job else None, data=fields)
     task.last_event_seq = position.seq
-    event = Event.objects.create(
+    # The row is written already (log_positions.append): this is the instance create() returned.
+    event = Event(
+        id=position.event_id,
         session_id=task.session_id,
         seq=position.seq,
         type=type,
@@ -128,13 +130,15 @@ def publish_event(task: Task, type: str, *, job: Job | None = None, **fields: An
         task_id=task.pk,
         job=job,
         data=fields,
-        created_at=timezone.now(),
+        created_at=position.created_at,
     )
+    event._state.adding = False
+    event._state.db = connection.alias
     payload = event_payload(
         cursor_prefix=position.cursor_prefix,
         seq=position.seq,
         type=type,
-        created_at=event.created_at,
+        created_at=position.created_at,
         session_id=task.session_id,
         client_app_id=position.client_app_id,
         task_id=task.pk,

@@ -208,7 +208,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 def redis_channel_layer(url: str, prefix: str = "photobooth") -> dict:
     """Return the channels-redis layer settings for a Redis URL (see docs/streams.md)."""
     return {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # channels-redis' layer plus one batched send for an event's groups.
+        "BACKEND": "jobs_app.channel_layer.RedisChannelLayer",
         "CONFIG": {
             # redis-py 8 reads with a 5 s socket timeout by default, exactly as long as
             # channels-redis blocks in BZPOPMIN, so idle consumers crashed every ~5 s

@@ -109,3 +109,46 @@ def test_without_a_running_server_loop_it_sends_before_returning(monkeypatch):
     monkeypatch.setattr(layer, "group_send", record)
     announcer.announce("s", "s-1", messages_of("s", 1))
     assert sorted(sent) == ["client.s", "session.s", "task.s"]
+
+
+async def test_a_layer_with_group_send_many_gets_each_event_as_one_batch(monkeypatch):
+    remember_running_loop()
+    layer = get_channel_layer()
+    batches: list[list[tuple[str, dict]]] = []
+
+    async def group_send_many(sends):
+        batches.append(list(sends))
+
+    async def group_send(group, message):
+        raise AssertionError("one batch per event, not a send per group")
+
+    monkeypatch.setattr(layer, "group_send_many", group_send_many, raising=False)
+    monkeypatch.setattr(layer, "group_send", group_send)
+    for n in (1, 2):
+        announcer.announce("s", f"s-{n}", messages_of("s", n))
+    for _ in range(50):
+        if len(batches) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert batches == [messages_of("s", 1), messages_of("s", 2)]
+
+
+async def test_a_failed_batch_is_logged_and_the_next_events_still_go_out(monkeypatch, caplog):
+    remember_running_loop()
+    layer = get_channel_layer()
+    sent: list[int] = []
+
+    async def group_send_many(sends):
+        if sends[0][1]["seq"] == 1:
+            raise ConnectionError("redis went away")
+        sent.append(sends[0][1]["seq"])
+
+    monkeypatch.setattr(layer, "group_send_many", group_send_many, raising=False)
+    for n in (1, 2):
+        announcer.announce("s", f"s-{n}", messages_of("s", n))
+    for _ in range(50):
+        if sent:
+            break
+        await asyncio.sleep(0.01)
+    assert sent == [2]
+    assert "event_announce_failed cursor=s-1 group=session.s,client.s,task.s" in caplog.text

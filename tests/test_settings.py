@@ -57,7 +57,7 @@ def test_database_url_and_redis_url_switch_to_postgresql_and_channels_redis(tmp_
     assert result.returncode == 0, result.stderr
     settings = json.loads(result.stdout)
     assert settings["engine"] == "django.db.backends.postgresql"
-    assert settings["layer"] == "channels_redis.core.RedisChannelLayer"
+    assert settings["layer"] == "jobs_app.channel_layer.RedisChannelLayer"
     assert settings["hosts"] == ["booth.example.com", "api.example.com"]
 
 

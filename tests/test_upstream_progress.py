@@ -11,8 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from jobs_app import events as events_module
-from jobs_app import progress
+from jobs_app import log_positions, progress
 from jobs_app.models import Event
 from jobs_app.progress import StoredResult
 from tests.conftest import generation_body
@@ -91,7 +90,7 @@ def test_progress_events_are_250_ms_apart_by_their_own_timestamps(running_task, 
     lags = iter([timedelta(milliseconds=50), timedelta(0), timedelta(0)])
     monkeypatch.setattr(progress, "timezone", SimpleNamespace(now=lambda: clock.now))
     monkeypatch.setattr(
-        events_module, "timezone", SimpleNamespace(now=lambda: clock.now + next(lags))
+        log_positions, "timezone", SimpleNamespace(now=lambda: clock.now + next(lags))
     )
 
     assert progress.do_apply_job_progress(running_task, 0, 1, 6, None)
