@@ -8,8 +8,12 @@ held up the next database write. Now the publisher schedules the sends and retur
 Order still matters: a stream delivers a message at once only if the previous event of its
 group reached it first, otherwise it reads the log. So the events of one session (all of its
 groups belong to it) go out one after another, in the order they were announced, while
-different sessions go out side by side, and the three group sends of one event go together
-(on Redis as one batch: jobs_app.channel_layer).
+sessions never wait for each other. Sends go out in rounds: a round takes the oldest waiting
+event of every session that has none in flight (up to BATCH_EVENTS) and sends their group
+messages together, on Redis as one batch of two script calls (jobs_app.channel_layer); the
+in-memory layer, which has no round trip to save, gets one send per event. When quiet a round
+is one event and goes out at once; under load the events that came while a round was in flight
+go out in the next one, many for the price of one.
 """
 
 from __future__ import annotations
@@ -33,31 +37,66 @@ logger = logging.getLogger(__name__)
 Messages = list[tuple[str, dict[str, Any]]]  # (group, message) pairs of one event
 
 
+# Events of one round at most (a Redis script call's arguments grow with it).
+BATCH_EVENTS = 128
+
+Item = tuple[str, Messages, float]  # cursor, its group messages, monotonic time announced
+
+
 class Announcer:
-    """The per-session send lanes of one event loop."""
+    """The per-session lanes of one event loop and the rounds that send them."""
 
     def __init__(self) -> None:
-        self.lanes: dict[str, deque[tuple[str, Messages, float]]] = {}  # cursor, messages, since
-        self.drains: set[asyncio.Task] = set()
+        self.lanes: dict[str, deque[Item]] = {}  # session id -> its waiting events, in order
+        self.in_flight: set[str] = set()  # sessions with an event being sent
+        self.round_due = False
+        self.rounds: set[asyncio.Task] = set()
 
-    def submit(self, session_id: str, item: tuple[str, Messages, float]) -> None:
+    def submit(self, session_id: str, item: Item) -> None:
         """Queue an event's group messages behind the session's earlier events (loop thread)."""
         lane = self.lanes.get(session_id)
-        if lane is not None:
-            lane.append(item)
-            return
-        lane = self.lanes[session_id] = deque([item])
-        spawn(self._drain(session_id, lane), name=f"announce-{session_id}", keep=self.drains)
+        if lane is None:
+            lane = self.lanes[session_id] = deque()
+        lane.append(item)
+        if session_id not in self.in_flight:
+            self._start_round_soon()
 
-    async def _drain(self, session_id: str, lane: deque) -> None:
+    def _start_round_soon(self) -> None:
+        # After the callbacks already due: events submitted in the same loop turn share a round.
+        if not self.round_due:
+            self.round_due = True
+            asyncio.get_running_loop().call_soon(self._start_round)
+
+    def _start_round(self) -> None:
+        self.round_due = False
+        round_: list[tuple[str, Item]] = []
+        for session_id in list(self.lanes):
+            if session_id in self.in_flight:
+                continue
+            lane = self.lanes.pop(session_id)
+            round_.append((session_id, lane.popleft()))
+            if lane:
+                self.lanes[session_id] = lane  # re-inserted: behind the sessions not yet served
+            self.in_flight.add(session_id)
+            if len(round_) == BATCH_EVENTS:
+                self._start_round_soon()  # the rest in the next round
+                break
+        batched = hasattr(get_channel_layer(), "group_send_many")
+        for part in [round_] if batched else [[one] for one in round_]:
+            if part:
+                spawn(self._send(part), name="announce", keep=self.rounds)
+
+    async def _send(self, part: list[tuple[str, Item]]) -> None:
         try:
-            while lane:
-                cursor, messages, queued_at = lane.popleft()
-                await send_event(cursor, messages)
-                metrics.ANNOUNCE_SECONDS.observe(time.monotonic() - queued_at)
+            await send_events([(cursor, messages) for _, (cursor, messages, _) in part])
+            now = time.monotonic()
+            for _, (_, _, queued_at) in part:
+                metrics.ANNOUNCE_SECONDS.observe(now - queued_at)
         finally:
-            # No await since the lane ran empty: a submit meanwhile would have found it.
-            del self.lanes[session_id]
+            for session_id, _ in part:
+                self.in_flight.discard(session_id)
+            if any(session_id in self.lanes for session_id, _ in part):
+                self._start_round_soon()
 
 
 _announcers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Announcer] = (
@@ -77,7 +116,12 @@ def _submit_on(loop: asyncio.AbstractEventLoop, session_id: str, item) -> None:
 
 
 async def send_event(cursor: str, messages: Messages) -> None:
-    """Send one event's group messages together; a failure is logged, never raised.
+    """Send one event's group messages together; a failure is logged, never raised."""
+    await send_events([(cursor, messages)])
+
+
+async def send_events(events: list[tuple[str, Messages]]) -> None:
+    """Send the group messages of events of different sessions together; log any failure.
 
     A layer with `group_send_many` (jobs_app.channel_layer) sends them in one batch, with no
     task per group; others (the in-memory layer) get one `group_send` per group, side by side.
@@ -88,18 +132,21 @@ async def send_event(cursor: str, messages: Messages) -> None:
     send_many = getattr(layer, "group_send_many", None)
     if send_many is not None:
         try:
-            await send_many(messages)
+            await send_many([send for _, messages in events for send in messages])
         except Exception as exc:
-            # The event is safe in the log; streams find it when they notice the gap.
-            groups = ",".join(group for group, _ in messages)
-            logger.error("event_announce_failed cursor=%s group=%s", cursor, groups,
-                         exc_info=exc)  # fmt: skip
+            # The events are safe in the log; streams find them when they notice the gap.
+            for cursor, messages in events:
+                groups = ",".join(group for group, _ in messages)
+                logger.error("event_announce_failed cursor=%s group=%s", cursor, groups,
+                             exc_info=exc)  # fmt: skip
         return
+    sends = [(cursor, group, message) for cursor, messages in events
+             for group, message in messages]  # fmt: skip
     results = await asyncio.gather(
-        *(layer.group_send(group, message) for group, message in messages),
+        *(layer.group_send(group, message) for _, group, message in sends),
         return_exceptions=True,
     )
-    for (group, _), result in zip(messages, results, strict=True):
+    for (cursor, group, _), result in zip(sends, results, strict=True):
         if isinstance(result, BaseException):
             logger.error("event_announce_failed cursor=%s group=%s", cursor, group,
                          exc_info=result)  # fmt: skip

@@ -152,3 +152,65 @@ async def test_a_failed_batch_is_logged_and_the_next_events_still_go_out(monkeyp
         await asyncio.sleep(0.01)
     assert sent == [2]
     assert "event_announce_failed cursor=s-1 group=session.s,client.s,task.s" in caplog.text
+
+
+async def test_events_of_many_sessions_waiting_together_go_out_in_one_batch(monkeypatch):
+    remember_running_loop()
+    layer = get_channel_layer()
+    batches: list[list[tuple[str, int]]] = []
+
+    async def group_send_many(sends):
+        batches.append([(g, m["seq"]) for g, m in sends if g.startswith("session.")])
+        await asyncio.sleep(0.05)  # a round trip, during which more events wait
+
+    monkeypatch.setattr(layer, "group_send_many", group_send_many, raising=False)
+
+    def publish() -> None:  # a burst from another thread: 40 sessions, two events each
+        for n in (1, 2):
+            for k in range(40):
+                announcer.announce(f"s{k}", f"s{k}-{n}", messages_of(f"s{k}", n))
+
+    await asyncio.to_thread(publish)
+    for _ in range(200):
+        if sum(map(len, batches)) == 80:
+            break
+        await asyncio.sleep(0.01)
+    sent = [event for batch in batches for event in batch]
+    assert sorted(sent) == sorted((f"session.s{k}", n) for k in range(40) for n in (1, 2))
+    assert len(batches) < 20  # far fewer calls than events
+    for batch in batches:  # one event per session per batch, so per-session order holds
+        assert len({group for group, _ in batch}) == len(batch)
+    for k in range(40):
+        order = [n for group, n in sent if group == f"session.s{k}"]
+        assert order == [1, 2]
+
+
+async def test_a_batch_stuck_in_the_layer_holds_up_only_its_own_sessions(monkeypatch):
+    remember_running_loop()
+    layer = get_channel_layer()
+    stuck = asyncio.Event()
+    sent: list[tuple[str, int]] = []
+
+    async def group_send_many(sends):
+        events = [(g, m["seq"]) for g, m in sends if g.startswith("session.")]
+        if ("session.a", 1) in events:
+            await stuck.wait()
+        sent.extend(events)
+
+    monkeypatch.setattr(layer, "group_send_many", group_send_many, raising=False)
+    announcer.announce("a", "a-1", messages_of("a", 1))
+    await asyncio.sleep(0.05)  # a's first event is in flight, stuck
+    for n in range(1, 6):
+        announcer.announce("a", f"a-{n + 1}", messages_of("a", n + 1))
+        announcer.announce("b", f"b-{n}", messages_of("b", n))
+    for _ in range(100):
+        if len(sent) == 5:
+            break
+        await asyncio.sleep(0.01)
+    assert sent == [("session.b", n) for n in range(1, 6)]  # b went on; a waits its turn
+    stuck.set()
+    for _ in range(100):
+        if len(sent) == 11:
+            break
+        await asyncio.sleep(0.01)
+    assert [n for group, n in sent if group == "session.a"] == [1, 2, 3, 4, 5, 6]

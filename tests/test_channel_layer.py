@@ -94,6 +94,8 @@ class GroupConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps(event))
 
 
+# Channels' consumers close stale database connections before each message: allowed here.
+@pytest.mark.django_db(transaction=True)
 async def test_process_local_channels_of_consumers_get_their_own_groups_message(layer):
     sockets = {}
     for name, path in {"session": "/s", "task": "/t", "both": "/s,t"}.items():
