@@ -153,10 +153,8 @@ class Server:
         self.process = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "daphne"),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
+                "-e",  # as the Procfile: a listen backlog for bursts of connections
+                f"tcp:port={self.port}:interface=127.0.0.1:backlog=1024",
                 "photobooth.asgi:application",
             ],
             cwd=ROOT,

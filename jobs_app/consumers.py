@@ -37,11 +37,24 @@ from sessions_app.authentication import bearer_token_of
 logger = logging.getLogger(__name__)
 
 CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_SLOW = 4008
 CLOSE_BAD_MESSAGE = 4400
 CLOSE_NO_SESSION = 4001
 CLOSE_FORBIDDEN = 4003
+# An application may only close with 1000 or 3000-4999 (RFC 6455 7.4.2): daphne's autobahn
+# raises on anything else and the socket stays open and silent. So not the contract's 1001 for
+# "going away", nor 1011 for a failure: 4000 + the HTTP status, like the contract's own codes
+# (docs/streams.md, "Close codes"). Clients reconnect and resume from their cursor on both.
+CLOSE_STREAM_FAILED = 4500  # the stream failed on the server
+CLOSE_GOING_AWAY = 4503  # the server ends the stream (lifetime)
+
+# How a stream that ends closes its socket, by the reason EventStream gives.
+FINISH_CLOSE_CODES = {
+    "task_finished": CLOSE_NORMAL,
+    "overflow": CLOSE_TOO_SLOW,
+    "lifetime": CLOSE_GOING_AWAY,
+    "error": CLOSE_STREAM_FAILED,
+}
 
 
 class ProgressConsumer(StreamConsumerMixin, AsyncJsonWebsocketConsumer):
@@ -173,6 +186,9 @@ class ProgressConsumer(StreamConsumerMixin, AsyncJsonWebsocketConsumer):
         await self.stream.resume(cursor)
         await self.send_json({"type": "ack", "action": "resume", "cursor": cursor})
 
+    async def send_json(self, content: dict[str, Any], close: bool = False) -> None:
+        await self.to_client(super().send_json(content, close))
+
     async def _emit(self, payload: dict[str, Any]) -> None:
         await self.send_json(payload)
 
@@ -180,12 +196,15 @@ class ProgressConsumer(StreamConsumerMixin, AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "heartbeat"})
 
     async def _finish(self, reason: str) -> None:
-        code = {"task_finished": CLOSE_NORMAL, "overflow": CLOSE_TOO_SLOW}.get(
-            reason, CLOSE_GOING_AWAY
-        )
-        if not self.closing:
-            self.closing = True
-            await self.close(code)
+        if self.closing:
+            return
+        self.closing = True
+        if reason == "gone":
+            # No close frame for a client that left: free its slot and groups now; daphne
+            # sends websocket.disconnect once the connection is down.
+            await self.release_stream()
+            return
+        await self.close(FINISH_CLOSE_CODES.get(reason, CLOSE_STREAM_FAILED))
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         # Leave groups and free the session's stream slot now, not when the client answers.

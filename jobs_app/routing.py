@@ -1,10 +1,10 @@
 """Channels routes of jobs_app: the WebSocket progress stream and the SSE streams.
 
-SSE consumers read the session cookie themselves (SessionMiddlewareStack); the WebSocket
-router gets it from photobooth/asgi.py.
+No SessionMiddlewareStack: the streams read the session cookie themselves, once, when they
+open (stream_access.resolve_caller); the middleware would keep scope copies and a lazy
+session alive for every open stream.
 """
 
-from channels.sessions import SessionMiddlewareStack
 from django.urls import path, re_path
 
 from jobs_app import consumers, sse
@@ -14,11 +14,8 @@ websocket_urlpatterns = [
 ]
 
 sse_urlpatterns = [
-    path("progress/client", SessionMiddlewareStack(sse.ClientStreamConsumer.as_asgi())),
-    path("progress/session", SessionMiddlewareStack(sse.SessionStreamConsumer.as_asgi())),
-    re_path(
-        r"^progress/(?P<task_id>[0-9a-fA-F-]{36})$",
-        SessionMiddlewareStack(sse.TaskStreamConsumer.as_asgi()),
-    ),
-    path("api/sse/stream", SessionMiddlewareStack(sse.MultiplexStreamConsumer.as_asgi())),
+    path("progress/client", sse.ClientStreamConsumer.as_asgi()),
+    path("progress/session", sse.SessionStreamConsumer.as_asgi()),
+    re_path(r"^progress/(?P<task_id>[0-9a-fA-F-]{36})$", sse.TaskStreamConsumer.as_asgi()),
+    path("api/sse/stream", sse.MultiplexStreamConsumer.as_asgi()),
 ]

@@ -7,8 +7,12 @@ API's coded errors, which the consumers turn into an HTTP status (SSE) or a clos
 from __future__ import annotations
 
 import uuid
+from importlib import import_module
 from typing import Any
 
+from django.conf import settings
+from django.contrib.sessions.backends.base import SessionBase
+from django.http import parse_cookie
 from rest_framework import status
 
 from jobs_app.errors import TaskNotFound
@@ -55,14 +59,29 @@ def headers_of(scope: dict[str, Any]) -> dict[str, str]:
 
 def resolve_caller(scope: dict[str, Any]) -> BoothSession:
     """Return the caller's booth session: bearer token first, then the session cookie."""
-    token = bearer_token_of(headers_of(scope))
+    headers = headers_of(scope)
+    token = bearer_token_of(headers)
     if token is not None:
         return session_for_token(token)
-    django_session = scope.get("session")
+    django_session = django_session_of(headers)
     session = session_from_cookie(django_session) if django_session is not None else None
     if session is None:
         raise NoSession()
     return session
+
+
+def django_session_of(headers: dict[str, str]) -> SessionBase | None:
+    """Return the Django session the request's session cookie names, None without one.
+
+    Read once, while the stream opens. Channels' SessionMiddlewareStack would do the same
+    for every connection but keep two more copies of the scope, a lazy session and its
+    wrapper alive for the connection's whole life: a thousand idle streams per process.
+    """
+    cookies = parse_cookie(headers.get("cookie", ""))
+    session_key = cookies.get(settings.SESSION_COOKIE_NAME)
+    if not session_key:
+        return None
+    return import_module(settings.SESSION_ENGINE).SessionStore(session_key)
 
 
 def client_scope(session: BoothSession, client_app_id: str | None) -> StreamScope:

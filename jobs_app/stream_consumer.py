@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from autobahn.exception import Disconnected
 
 from jobs_app import metrics
 from jobs_app.events import EVENT_MESSAGE_TYPE
 from jobs_app.stream_access import TooManyStreams
 from jobs_app.stream_registry import OpenStream, StreamRegistry, get_registry
-from jobs_app.streams import EventStream, StreamOverflow, StreamScope
+from jobs_app.streams import ClientGone, EventStream, StreamOverflow, StreamScope
+
+logger = logging.getLogger(__name__)
+
+# What a send to a client that already left raises: daphne's WebSocket (autobahn) raises
+# Disconnected while the socket is closing, before daphne hears the client went away; the
+# ASGI spec asks other servers for an OSError.
+CLIENT_GONE_ERRORS = (Disconnected, OSError)
 
 
 class StreamConsumerMixin:
@@ -31,8 +41,19 @@ class StreamConsumerMixin:
         """
         try:
             await super().__call__(scope, receive, send)
+        except ClientGone:
+            # A send (the replay, an answer) found the client gone: nothing failed.
+            logger.debug("stream_client_gone transport=%s", self.transport)
         finally:
             await self.release_stream()
+
+    @staticmethod
+    async def to_client(send: Awaitable[None]) -> None:
+        """Await a send to the client; raise ClientGone when it has gone already."""
+        try:
+            await send
+        except CLIENT_GONE_ERRORS as exc:
+            raise ClientGone() from exc
 
     async def new_stream(self, session, scope: StreamScope, lifetime: float | None) -> EventStream:
         """Create the connection's stream, registered against the per-session cap.

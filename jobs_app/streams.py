@@ -67,8 +67,14 @@ class StreamOverflow(Exception):
     """The stream's outgoing queue is full: the client is too slow."""
 
 
+class ClientGone(Exception):
+    """The client went away before a send reached it: normal, not a failure of the stream."""
+
+
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 Heartbeat = Callable[[], Awaitable[None]]
+# The reason a stream ends: "task_finished", "overflow", "lifetime", "error" or "gone" (the
+# client left first).
 Finish = Callable[[str], Awaitable[None]]
 
 
@@ -240,6 +246,12 @@ class EventStream:
             await work
         except asyncio.CancelledError:
             raise
+        except ClientGone:
+            # Clients leave all the time (a closed tab, a lost network); a heartbeat or event
+            # that finds the socket closing is the usual way to learn it first.
+            logger.debug("stream_client_gone connection=%s", self.connection_id)
+            with contextlib.suppress(Exception):
+                await self._finish("gone")
         except Exception:
             logger.exception("stream_failed connection=%s", self.connection_id)
             with contextlib.suppress(Exception):

@@ -22,7 +22,6 @@ from django.core.asgi import get_asgi_application
 django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.sessions import SessionMiddlewareStack  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
@@ -120,7 +119,9 @@ application = ProtocolTypeRouter(
                 re_path(r"", django_app),
             ]
         ),
-        "websocket": SessionMiddlewareStack(URLRouter(websocket_urlpatterns())),
+        # No session middleware: the streams read the session cookie when they open
+        # (jobs_app/stream_access.py), and the mockup API's socket needs none.
+        "websocket": URLRouter(websocket_urlpatterns()),
     }
 )
 application = RememberServerLoop(application)

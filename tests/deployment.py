@@ -170,7 +170,8 @@ class Deployment:
     def start_web(self, port: int | None = None) -> Process:
         port = port or free_port()
         daphne = str(Path(sys.executable).parent / "daphne")
-        command = [daphne, "-b", "127.0.0.1", "-p", str(port), "photobooth.asgi:application"]
+        command = [daphne, "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
+                   "photobooth.asgi:application"]  # fmt: skip
         web = self._spawn("web", command)
         web.base = f"http://127.0.0.1:{port}"
         self._wait_http(web, f"{web.base}/health")

@@ -54,7 +54,8 @@ def daphne(env: dict[str, str], port: int | None = None, *, serve: bool = False)
         command = [sys.executable, "manage.py", "serve", "--port", str(port)]
     else:
         daphne_bin = Path(sys.executable).parent / "daphne"
-        command = [daphne_bin, "-b", "127.0.0.1", "-p", str(port), "photobooth.asgi:application"]
+        command = [daphne_bin, "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
+                   "photobooth.asgi:application"]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

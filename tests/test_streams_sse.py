@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import pytest
+from channels.db import database_sync_to_async
+from django.test import Client
 
 from jobs_app.events import format_cursor
 from tests.streams import SSEClient, cancel, create_task, publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@database_sync_to_async
+def browser_session() -> tuple[tuple[bytes, bytes], str]:
+    """Start a session as a browser does; return its cookie header and the session id."""
+    client = Client()
+    session_id = client.post("/api/sessions").json()["sessionId"]
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()), session_id
 
 
 async def opened(path: str, booth=None, headers=None) -> SSEClient:
@@ -133,6 +143,16 @@ class TestAccess:
         task = await create_task(owner, "owners")
         assert (await SSEClient(f"/progress/{task.pk}", stranger).open())[0] == 403
         assert (await SSEClient("/progress/session").open())[0] == 401
+
+    async def test_a_browser_opens_its_own_sessions_stream_with_the_session_cookie(self, owner):
+        cookie, session_id = await browser_session()
+        client = await opened("/progress/session", headers=[cookie])
+        assert (await client.event())["sessionId"] == session_id
+        await client.close()
+        task = await create_task(owner, "owners")
+        assert (await SSEClient(f"/progress/{task.pk}", headers=[cookie]).open())[0] == 403
+        unknown = (b"cookie", b"sessionid=nosuchsessionkey")
+        assert (await SSEClient("/progress/session", headers=[unknown]).open())[0] == 401
 
     async def test_the_stream_cap_is_429(self, owner, settings):
         settings.STREAM_MAX_PER_SESSION = 2

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
+from django.test import Client
 
 from jobs_app import metrics
 from jobs_app.events import format_cursor
@@ -13,6 +14,14 @@ from jobs_app.models import Task
 from tests.streams import cancel, create_task, publish, ws
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@database_sync_to_async
+def browser_session() -> tuple[tuple[bytes, bytes], str]:
+    """Start a session as a browser does; return its cookie header and the session id."""
+    client = Client()
+    session_id = client.post("/api/sessions").json()["sessionId"]
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()), session_id
 
 
 async def connect(path: str, booth=None, headers=None):
@@ -96,6 +105,20 @@ class TestRefusals:
                                [(b"origin", b"http://localhost:8000")])  # fmt: skip
         assert (await socket.receive_json_from())["type"] == "connected"
         await socket.disconnect()
+
+    async def test_a_browser_follows_its_own_session_with_the_session_cookie(self, owner):
+        cookie, session_id = await browser_session()
+        origin = (b"origin", b"http://localhost:8000")
+        socket = await connect("/ws/progress/?scope=session", headers=[origin, cookie])
+        connected = await socket.receive_json_from()
+        assert (connected["type"], connected["sessionId"]) == ("connected", session_id)
+        await socket.disconnect()
+        task = await create_task(owner, "owners")
+        theirs = await connect(f"/ws/progress/?taskId={task.pk}", headers=[origin, cookie])
+        assert await closed_with(theirs) == 4003
+        unknown = (b"cookie", b"sessionid=nosuchsessionkey")
+        assert await closed_with(await connect("/ws/progress/?scope=session",
+                                               headers=[origin, unknown])) == 4001  # fmt: skip
 
     async def test_another_sessions_client_or_task_is_4003(self, owner, stranger):
         task = await create_task(owner, "owners")

@@ -18,6 +18,9 @@ from django.core.management.base import BaseCommand
 logger = logging.getLogger(__name__)
 
 
+LISTEN_BACKLOG = 1024  # pending connections the kernel queues (Procfile and systemd: the same)
+
+
 class Command(BaseCommand):
     help = "Serve the ASGI application with daphne; also run a worker unless --no-worker."
 
@@ -60,7 +63,12 @@ class Command(BaseCommand):
         self.stdout.write(f"Serving on http://{host}:{port}/ ({role}; Ctrl+C to stop)")
         Server(
             application=application,
-            endpoints=build_endpoint_description_strings(host=host, port=port),
+            endpoints=[
+                # Twisted's default listen backlog is 50: a booth's worth of streams opening
+                # at once (a venue's Wi-Fi coming back) overflowed it and handshakes failed.
+                f"{endpoint}:backlog={LISTEN_BACKLOG}"
+                for endpoint in build_endpoint_description_strings(host=host, port=port)
+            ],
             ready_callable=when_ready,
             action_logger=None,
         ).run()
