@@ -8,12 +8,14 @@ held up the next database write. Now the publisher schedules the sends and retur
 Order still matters: a stream delivers a message at once only if the previous event of its
 group reached it first, otherwise it reads the log. So the events of one session (all of its
 groups belong to it) go out one after another, in the order they were announced, while
-sessions never wait for each other. Sends go out in rounds: a round takes the oldest waiting
+a session never waits behind another session's backlog. Sends go out in rounds: a round takes the oldest waiting
 event of every session that has none in flight (up to BATCH_EVENTS) and sends their group
 messages together, on Redis as one batch of two script calls (jobs_app.channel_layer); the
 in-memory layer, which has no round trip to save, gets one send per event. When quiet a round
 is one event and goes out at once; under load the events that came while a round was in flight
-go out in the next one, many for the price of one.
+go out in the next one, many for the price of one. (A session's next event waits for the
+round its previous one went in, so a batch stuck in Redis holds up the sessions in it, and
+only those.)
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class Announcer:
 
     def _start_round(self) -> None:
         self.round_due = False
+        batched = hasattr(get_channel_layer(), "group_send_many")  # before anything is taken
         round_: list[tuple[str, Item]] = []
         for session_id in list(self.lanes):
             if session_id in self.in_flight:
@@ -81,7 +84,6 @@ class Announcer:
             if len(round_) == BATCH_EVENTS:
                 self._start_round_soon()  # the rest in the next round
                 break
-        batched = hasattr(get_channel_layer(), "group_send_many")
         for part in [round_] if batched else [[one] for one in round_]:
             if part:
                 spawn(self._send(part), name="announce", keep=self.rounds)
@@ -135,10 +137,11 @@ async def send_events(events: list[tuple[str, Messages]]) -> None:
             await send_many([send for _, messages in events for send in messages])
         except Exception as exc:
             # The events are safe in the log; streams find them when they notice the gap.
-            for cursor, messages in events:
+            # One line per round (up to BATCH_EVENTS events), not a traceback per event.
+            for cursor, messages in events[:1]:
                 groups = ",".join(group for group, _ in messages)
-                logger.error("event_announce_failed cursor=%s group=%s", cursor, groups,
-                             exc_info=exc)  # fmt: skip
+                logger.error("event_announce_failed cursor=%s group=%s events=%s", cursor,
+                             groups, len(events), exc_info=exc)  # fmt: skip
         return
     sends = [(cursor, group, message) for cursor, messages in events
              for group, message in messages]  # fmt: skip

@@ -120,7 +120,7 @@ class UpstreamApplier:
     async def apply_socket_message(self, message: dict[str, Any]) -> None:
         """Apply one socket message (jobState, jobProgress, jobPreview, jobResult, ...)."""
         kind = message.get("type")
-        if kind == "jobState" and message.get("state") not in progress.JOB_STATE_STEPS:
+        if kind == "jobState" and str(message.get("state")) not in progress.JOB_STATE_STEPS:
             # The upstream's own queue positions (`queued`) come every time its render queue
             # moves, dozens per job: they change nothing of ours, so they cost nothing.
             return

@@ -207,9 +207,12 @@ class ProgressConsumer(StreamConsumerMixin, AsyncJsonWebsocketConsumer):
         await self.close(FINISH_CLOSE_CODES.get(reason, CLOSE_STREAM_FAILED))
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
-        # Leave groups and free the session's stream slot now, not when the client answers.
-        await self.release_stream()
-        await super().close(code, reason)
+        # Leave groups and free the session's stream slot now, not when the client answers;
+        # the close frame goes out even if leaving failed (Redis down is when streams fail).
+        try:
+            await self.release_stream()
+        finally:
+            await super().close(code, reason)
 
     async def disconnect(self, code: int) -> None:
         await self.release_stream()

@@ -77,6 +77,26 @@ class TestAStreamThatFails:
         assert await open_streams() == 0
         await socket.disconnect()
 
+    async def test_it_still_sends_its_close_frame_when_leaving_its_groups_fails(
+        self, owner, settings, monkeypatch, caplog
+    ):
+        settings.STREAM_HEARTBEAT_SECONDS = 0.2
+
+        async def broken_head(self):
+            raise RuntimeError("the database is gone")
+
+        async def broken_leave(self, groups):
+            raise ConnectionError("redis is gone too")
+
+        monkeypatch.setattr(EventStream, "_scope_head", broken_head)
+        monkeypatch.setattr(EventStream, "leave", broken_leave)
+        socket = WebsocketCommunicator(application, "/ws/progress/?clientAppId=a", bearer(owner))
+        assert (await socket.connect())[0]
+        assert (await socket.receive_json_from())["type"] == "connected"
+        with caplog.at_level(logging.DEBUG, logger="jobs_app"):
+            assert await closed_with(socket) == 4500  # not left open and silent
+        await socket.disconnect()
+
     async def test_a_task_stream_still_closes_with_1000_after_its_terminal_event(self, owner):
         from tests.streams import cancel
 
@@ -131,5 +151,7 @@ class TestAClientThatLeft:
                 if await open_streams() == 0:
                     break
         assert await open_streams() == 0
+        gone = [r for r in caplog.records if r.getMessage().startswith("stream_client_gone")]
+        assert gone and all(r.levelno <= logging.INFO for r in gone)
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
         await socket.disconnect()
