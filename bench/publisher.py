@@ -97,7 +97,7 @@ def cmd_setup(args: argparse.Namespace) -> None:
 
 def cmd_publish(args: argparse.Namespace) -> None:
     setup_django()
-    start_announce_loop()
+    announce_loop = start_announce_loop()
     from django.db import connection, transaction
 
     from jobs_app.events import publish_event
@@ -143,6 +143,11 @@ def cmd_publish(args: argparse.Namespace) -> None:
         first_start = first_start or start
         last_end = end
     usage = os.times()
+    # The last events are announced after their commit, on the announce loop: wait for them
+    # (exiting first left the last one to the streams' heartbeat: ~15 s late).
+    from jobs_app import announcer
+
+    asyncio.run_coroutine_threadsafe(announcer.drain(10), announce_loop).result()
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(f"{profile_path}.publisher-{args.index}.pstats")

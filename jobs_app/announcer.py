@@ -7,15 +7,15 @@ held up the next database write. Now the publisher schedules the sends and retur
 
 Order still matters: a stream delivers a message at once only if the previous event of its
 group reached it first, otherwise it reads the log. So the events of one session (all of its
-groups belong to it) go out one after another, in the order they were announced, while
-a session never waits behind another session's backlog. Sends go out in rounds: a round takes the oldest waiting
-event of every session that has none in flight (up to BATCH_EVENTS) and sends their group
-messages together, on Redis as one batch of two script calls (jobs_app.channel_layer); the
-in-memory layer, which has no round trip to save, gets one send per event. When quiet a round
-is one event and goes out at once; under load the events that came while a round was in flight
-go out in the next one, many for the price of one. (A session's next event waits for the
-round its previous one went in, so a batch stuck in Redis holds up the sessions in it, and
-only those.)
+groups belong to it) go out one after another, in the order they were announced, while a
+session never waits behind another session's backlog. Sends go out in rounds: a round takes
+the oldest waiting event of every session that has none in flight (up to BATCH_EVENTS) and
+sends their group messages together, on Redis as one batch of two script calls
+(jobs_app.channel_layer); the in-memory layer, which has no round trip to save, gets one send
+per event. When quiet a round is one event and goes out at once; under load the events that
+came while a round was in flight go out in the next one, many for the price of one. (A
+session's next event waits for the round its previous one went in, so a batch stuck in Redis
+holds up the sessions in it, and only those.)
 """
 
 from __future__ import annotations
@@ -153,6 +153,25 @@ async def send_events(events: list[tuple[str, Messages]]) -> None:
         if isinstance(result, BaseException):
             logger.error("event_announce_failed cursor=%s group=%s", cursor, group,
                          exc_info=result)  # fmt: skip
+
+
+async def drain(seconds: float) -> bool:
+    """Wait until every event announced on this loop was handed to the channel layer.
+
+    For shutdown: events announced just before a process stops would otherwise reach live
+    streams only when a heartbeat finds them in the log (up to STREAM_HEARTBEAT_SECONDS late).
+    Returns False (and logs how many were left) when `seconds` passed first.
+    """
+    announcer = _announcers.get(asyncio.get_running_loop())
+    deadline = time.monotonic() + seconds
+    while announcer is not None and (announcer.lanes or announcer.rounds):
+        if time.monotonic() >= deadline:
+            waiting = sum(len(lane) for lane in announcer.lanes.values())
+            logger.warning("announce_drain_timeout waiting=%s in_flight=%s", waiting,
+                           len(announcer.in_flight))  # fmt: skip
+            return False
+        await asyncio.sleep(0.01)
+    return True
 
 
 def announce(session_id: str, cursor: str, messages: Messages) -> None:

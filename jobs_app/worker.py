@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 
-from jobs_app import doorbell, leases, upstream
+from jobs_app import announcer, doorbell, leases, upstream
 from jobs_app.applier import UpstreamApplier
 from jobs_app.claims import release_forgotten
 from jobs_app.dispatcher import TaskQueue
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 _db = in_db_thread
 REGISTER_RETRY_SECONDS = 2.0
 DRAIN_SECONDS = 10
+ANNOUNCE_DRAIN_SECONDS = 2  # at shutdown, for the last events to reach the channel layer
 
 
 class BackgroundWork:
@@ -178,6 +179,8 @@ class BackgroundWork:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
         self.tasks = []
+        # What the last reports published reaches the streams now, not at their next heartbeat.
+        await announcer.drain(ANNOUNCE_DRAIN_SECONDS)
         if self.identity is not None:
             try:
                 # Our claims are free at once: another worker adopts them without waiting

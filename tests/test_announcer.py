@@ -214,3 +214,29 @@ async def test_a_batch_stuck_in_the_layer_holds_up_only_its_own_sessions(monkeyp
             break
         await asyncio.sleep(0.01)
     assert [n for group, n in sent if group == "session.a"] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_drain_waits_until_every_announced_event_reached_the_layer(monkeypatch, caplog):
+    remember_running_loop()
+    layer = get_channel_layer()
+    sent: list[int] = []
+    stuck = asyncio.Event()
+
+    async def group_send_many(sends):
+        seqs = [m["seq"] for g, m in sends if g.startswith("session.")]
+        if 99 in seqs:
+            await stuck.wait()
+        await asyncio.sleep(0.02)
+        sent.extend(seqs)
+
+    monkeypatch.setattr(layer, "group_send_many", group_send_many, raising=False)
+    for n in range(1, 6):
+        announcer.announce("s", f"s-{n}", messages_of("s", n))
+    assert await announcer.drain(5)
+    assert sent == [1, 2, 3, 4, 5]  # all out when drain returned (five rounds of 20 ms)
+
+    announcer.announce("t", "t-99", messages_of("t", 99))
+    assert not await announcer.drain(0.1)  # stuck in the layer: gives up, says so
+    assert "announce_drain_timeout waiting=0 in_flight=1" in caplog.text
+    stuck.set()
+    assert await announcer.drain(5)
