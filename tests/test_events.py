@@ -249,3 +249,21 @@ def test_publishing_takes_two_statements_and_names_each_groups_previous_event(
         (f.attname, getattr(stored, f.attname)) for f in Event._meta.concrete_fields
     ]
     assert not event._state.adding
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's server-side binding")
+def test_the_statements_of_a_publish_send_their_values_apart_from_the_sql(owner):
+    from django.test.utils import CaptureQueriesContext
+
+    session = BoothSession.objects.get(pk=owner.session_id)
+    [task] = _make_tasks(session, 1)
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        event = publish_event(task, "progress", jobIndex=0, progress=0.25)
+    # Logged as Django logs any statement: here with the server's placeholders ($1, ...), the
+    # values travelling apart, where client-side binding shows them quoted into the text.
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert len(statements) == 2 and all("$1" in sql for sql in statements), statements
+    assert not any(session.pk.hex in sql for sql in statements), statements
+    stored = Event.objects.get(pk=event.pk)
+    assert (stored.data, stored.created_at) == ({"jobIndex": 0, "progress": 0.25}, event.created_at)
