@@ -1,6 +1,6 @@
 """How fast one process publishes events: `publish_event` flat out, on PostgreSQL and SQLite.
 
-    .venv/bin/python bench/publish_rate.py                 # PostgreSQL + Redis, 1/2/4/8 threads
+    .venv/bin/python bench/publish_rate.py                 # PostgreSQL + Redis, 1/2/4/8/16 threads
     .venv/bin/python bench/publish_rate.py --sqlite        # the embedded default as well
 
 For each case it creates a fresh database (PostgreSQL: `photobooth_bench_publish`, dropped at
@@ -70,7 +70,7 @@ def run_case(env: dict[str, str], sessions: int, threads: list[int], seconds: fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=64)
-    parser.add_argument("--threads", default="1,2,4,8")
+    parser.add_argument("--threads", default="1,2,4,8,16")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--sqlite", action="store_true", help="also measure SQLite")
     parser.add_argument("--no-redis", action="store_true", help="in-memory layer on PostgreSQL")
