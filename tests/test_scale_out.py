@@ -272,6 +272,11 @@ def test_a_worker_paused_past_its_lease_is_fenced_and_every_task_is_created_once
         finally:
             paused.process.send_signal(signal.SIGCONT)
         finished = wait_all(booth, task_ids, setup)
+        # The resumed worker's submissions wake on its rate limiter; the new worker may have
+        # finished every task before they try to record anything: give them time to be fenced.
+        deadline = time.monotonic() + 30
+        while "outcome=fenced" not in paused.tail(200_000) and time.monotonic() < deadline:
+            time.sleep(0.2)
         problems = exactly_once_problems(setup, task_ids)
         problems += [p for t in finished for p in contract_problems(t, booth.events(t))]
         statuses = Counter(t["status"] for t in finished)
