@@ -217,6 +217,10 @@ class TestCancel:
         settings.MOCKUP_API_WORKERS = 1
         socket = await mockup_api.socket("booth")
         busy = await mockup_api.create_generation(image_server.url("/photo.jpg"), number_images=1)
+        # Busy holds the one render slot before the other arrives: the two input downloads
+        # run side by side, and the second could otherwise reach the render queue first.
+        await socket.receive_until(lambda m: m.get("taskId") == busy["id"]
+                                   and m.get("state") == "started")  # fmt: skip
         waiting = await mockup_api.create_generation(image_server.url("/photo.jpg"))
         await socket.receive_until(lambda m: m.get("taskId") == waiting["id"])
         await mockup_api.delete(f"/mockup-api/v2/generation-tasks/{waiting['id']}")
@@ -225,6 +229,9 @@ class TestCancel:
         )
         of_waiting = [m for m in messages if m.get("taskId") == waiting["id"]]
         assert {m.get("state") for m in of_waiting} <= {"queued", None}  # never initiating
+        stored = await mockup_api.task(waiting["id"])
+        assert stored["status"] == "cancelled"
+        assert [job["status"] for job in stored["jobs"]] == ["cancelled", "cancelled"]
 
 
 class TestFailures:
