@@ -31,10 +31,15 @@ def test_a_four_image_batch_appears_tile_by_tile(pages, files):
     wait_tiles(page, "completed", 4)
 
     states = [snapshot for snapshot in timeline(page) if snapshot]
-    # One tile per job at once, straight from the created task: in the queue, with a position.
+    # One tile per job at once, straight from the created task. In the queue with a position
+    # if it still was when the page drew it; the queue now submits within milliseconds, and
+    # events that came before the POST's answer are applied first (forward only), so the first
+    # drawing may already show the upstream's states.
     assert len(states[0]) == 4
-    assert {status for _, status, _ in states[0]} == {"queued"}
-    assert states[0][0][2].startswith("In queue · #1")
+    first = {status for _, status, _ in states[0]}
+    assert first <= {"queued", "pending", "initiating", "running"}, states[0]
+    if first == {"queued"}:
+        assert states[0][0][2].startswith("In queue · #1")
     # Then each tile goes its own way: rendering with progress, then its image.
     seen = {(key, status) for snapshot in states for key, status, _ in snapshot}
     for key in tile_keys(page):
