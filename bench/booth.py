@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
 import pytest  # noqa: E402  (tests/live.py fails a server start with pytest.fail)
 
 from bench.streams import cpu_seconds, raise_fd_limit  # noqa: E402
+from bench.streams import machine_description as streams_machine  # noqa: E402
 from tests.booth_load import (  # noqa: E402
     MODES,
     TRANSPORTS,
@@ -336,12 +337,7 @@ def print_details(row: dict[str, Any]) -> None:
 
 
 def machine_description() -> str:
-    model = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return f"{os.cpu_count()} CPUs ({model}), load average {os.getloadavg()[0]:.2f}"
+    return f"{streams_machine()}, load average {os.getloadavg()[0]:.2f}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -201,25 +201,33 @@ def processes_below(pid: int) -> list[int]:
     return found
 
 
+def start_rendering(api, image_server, app_id: str, *, images: int) -> list[int]:
+    """Create a generation task and return the processes below the API once it renders.
+
+    The input is decoded in the render pool: its fork server, resource tracker and workers.
+    """
+    response = httpx.post(
+        f"{api.base}/mockup-api/v2/generation-tasks",
+        headers=api.auth,
+        json={
+            "app_id": app_id,
+            "style": "duotone",
+            "number_images": images,
+            "image_url": image_server.url("/photo.jpg"),
+        },
+    )
+    assert response.status_code == 201
+    deadline = time.monotonic() + 10
+    while len(below := processes_below(api.process.pid)) < 4:
+        assert time.monotonic() < deadline, below
+        time.sleep(0.05)
+    return below
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
 def test_it_stops_cleanly_on_sigterm_with_work_in_flight(mockup_api_process, image_server):
     with mockup_api_process(MOCKUP_API_STEP_SECONDS="0.5") as api:
-        response = httpx.post(
-            f"{api.base}/mockup-api/v2/generation-tasks",
-            headers=api.auth,
-            json={
-                "app_id": "live-stop",
-                "style": "duotone",
-                "number_images": 4,
-                "image_url": image_server.url("/photo.jpg"),
-            },
-        )
-        assert response.status_code == 201
-        # The input was decoded in the render pool: its fork server, resource tracker, workers.
-        deadline = time.monotonic() + 10
-        while len(below := processes_below(api.process.pid)) < 4:
-            assert time.monotonic() < deadline, below
-            time.sleep(0.05)
+        below = start_rendering(api, image_server, "live-stop", images=4)
         time.sleep(0.3)  # the jobs are mid-step now
         api.process.send_signal(signal.SIGTERM)
         assert api.process.wait(10) == 0
@@ -234,21 +242,7 @@ def test_it_stops_cleanly_on_sigterm_with_work_in_flight(mockup_api_process, ima
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
 def test_its_render_workers_end_when_it_is_killed(mockup_api_process, image_server):
     with mockup_api_process() as api:
-        response = httpx.post(
-            f"{api.base}/mockup-api/v2/generation-tasks",
-            headers=api.auth,
-            json={
-                "app_id": "live-kill",
-                "style": "duotone",
-                "number_images": 1,
-                "image_url": image_server.url("/photo.jpg"),
-            },
-        )
-        assert response.status_code == 201
-        deadline = time.monotonic() + 10
-        while len(below := processes_below(api.process.pid)) < 4:
-            assert time.monotonic() < deadline, below
-            time.sleep(0.05)
+        below = start_rendering(api, image_server, "live-kill", images=1)
         api.process.kill()  # no shutdown: nobody tells the workers
         api.process.wait(10)
     deadline = time.monotonic() + 5
