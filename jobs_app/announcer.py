@@ -10,12 +10,11 @@ group reached it first, otherwise it reads the log. So the events of one session
 groups belong to it) go out one after another, in the order they were announced, while a
 session never waits behind another session's backlog. Sends go out in rounds: a round takes
 the oldest waiting event of every session that has none in flight (up to BATCH_EVENTS) and
-sends their group messages together, on Redis as one batch of two script calls
-(jobs_app.channel_layer); the in-memory layer, which has no round trip to save, gets one send
-per event. When quiet a round is one event and goes out at once; under load the events that
-came while a round was in flight go out in the next one, many for the price of one. (A
-session's next event waits for the round its previous one went in, so a batch stuck in Redis
-holds up the sessions in it, and only those.)
+sends their messages together (`group_send_many`, jobs_app.channel_layer: on Redis one batch
+of two script calls). When quiet a round is one event and goes out at once; under load the
+events that came while a round was in flight go out in the next one, many for the price of
+one. (A session's next event waits for the round its previous one went in, so a batch stuck
+in Redis holds up the sessions in it, and only those.)
 """
 
 from __future__ import annotations
@@ -36,13 +35,14 @@ from jobs_app.supervision import spawn
 
 logger = logging.getLogger(__name__)
 
-Messages = list[tuple[str, dict[str, Any]]]  # (group, message) pairs of one event
+# One event's message and the groups it goes to (each member channel gets it once).
+Send = tuple[tuple[str, ...], dict[str, Any]]
 
 
 # Events of one round at most (a Redis script call's arguments grow with it).
 BATCH_EVENTS = 128
 
-Item = tuple[str, Messages, float]  # cursor, its group messages, monotonic time announced
+Item = tuple[str, Send, float]  # cursor, its send, monotonic time announced
 
 
 class Announcer:
@@ -55,7 +55,7 @@ class Announcer:
         self.rounds: set[asyncio.Task] = set()
 
     def submit(self, session_id: str, item: Item) -> None:
-        """Queue an event's group messages behind the session's earlier events (loop thread)."""
+        """Queue an event's send behind the session's earlier events (loop thread)."""
         lane = self.lanes.get(session_id)
         if lane is None:
             lane = self.lanes[session_id] = deque()
@@ -71,7 +71,6 @@ class Announcer:
 
     def _start_round(self) -> None:
         self.round_due = False
-        batched = hasattr(get_channel_layer(), "group_send_many")  # before anything is taken
         round_: list[tuple[str, Item]] = []
         for session_id in list(self.lanes):
             if session_id in self.in_flight:
@@ -84,13 +83,12 @@ class Announcer:
             if len(round_) == BATCH_EVENTS:
                 self._start_round_soon()  # the rest in the next round
                 break
-        for part in [round_] if batched else [[one] for one in round_]:
-            if part:
-                spawn(self._send(part), name="announce", keep=self.rounds)
+        if round_:
+            spawn(self._send(round_), name="announce", keep=self.rounds)
 
     async def _send(self, part: list[tuple[str, Item]]) -> None:
         try:
-            await send_events([(cursor, messages) for _, (cursor, messages, _) in part])
+            await send_events([(cursor, send) for _, (cursor, send, _) in part])
             now = time.monotonic()
             for _, (_, _, queued_at) in part:
                 metrics.ANNOUNCE_SECONDS.observe(now - queued_at)
@@ -117,42 +115,28 @@ def _submit_on(loop: asyncio.AbstractEventLoop, session_id: str, item) -> None:
     _announcer_of(loop).submit(session_id, item)
 
 
-async def send_event(cursor: str, messages: Messages) -> None:
-    """Send one event's group messages together; a failure is logged, never raised."""
-    await send_events([(cursor, messages)])
+async def send_event(cursor: str, send: Send) -> None:
+    """Send one event's message to its groups; a failure is logged, never raised."""
+    await send_events([(cursor, send)])
 
 
-async def send_events(events: list[tuple[str, Messages]]) -> None:
-    """Send the group messages of events of different sessions together; log any failure.
+async def send_events(events: list[tuple[str, Send]]) -> None:
+    """Send the messages of events of different sessions in one batch; log any failure.
 
-    A layer with `group_send_many` (jobs_app.channel_layer) sends them in one batch, with no
-    task per group; others (the in-memory layer) get one `group_send` per group, side by side.
+    The layer is one of the project's (jobs_app.channel_layer): their `group_send_many`
+    sends each message once to each member channel of its groups.
     """
     layer = get_channel_layer()
     if layer is None:
         return
-    send_many = getattr(layer, "group_send_many", None)
-    if send_many is not None:
-        try:
-            await send_many([send for _, messages in events for send in messages])
-        except Exception as exc:
-            # The events are safe in the log; streams find them when they notice the gap.
-            # One line per round (up to BATCH_EVENTS events), not a traceback per event.
-            for cursor, messages in events[:1]:
-                groups = ",".join(group for group, _ in messages)
-                logger.error("event_announce_failed cursor=%s group=%s events=%s", cursor,
-                             groups, len(events), exc_info=exc)  # fmt: skip
-        return
-    sends = [(cursor, group, message) for cursor, messages in events
-             for group, message in messages]  # fmt: skip
-    results = await asyncio.gather(
-        *(layer.group_send(group, message) for _, group, message in sends),
-        return_exceptions=True,
-    )
-    for (cursor, group, _), result in zip(sends, results, strict=True):
-        if isinstance(result, BaseException):
-            logger.error("event_announce_failed cursor=%s group=%s", cursor, group,
-                         exc_info=result)  # fmt: skip
+    try:
+        await layer.group_send_many([send for _, send in events])
+    except Exception as exc:
+        # The events are safe in the log; streams find them when they notice the gap.
+        # One line per round (up to BATCH_EVENTS events), not a traceback per event.
+        cursor, (groups, _) = events[0]
+        logger.error("event_announce_failed cursor=%s group=%s events=%s", cursor,
+                     ",".join(groups), len(events), exc_info=exc)  # fmt: skip
 
 
 async def drain(seconds: float) -> bool:
@@ -174,21 +158,21 @@ async def drain(seconds: float) -> bool:
     return True
 
 
-def announce(session_id: str, cursor: str, messages: Messages) -> None:
-    """Send an event's group messages from any thread, in order per session, without waiting.
+def announce(session_id: str, cursor: str, send: Send) -> None:
+    """Send an event's message from any thread, in order per session, without waiting.
 
     Without a running server loop (management commands, sync tests) it sends them right away
     and returns when they are sent.
     """
     loop = server_loop()
     if loop is None:
-        async_to_sync(send_event)(cursor, messages)
+        async_to_sync(send_event)(cursor, send)
         return
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
-    item = (cursor, messages, time.monotonic())
+    item = (cursor, send, time.monotonic())
     if running is loop:
         _submit_on(loop, session_id, item)
         return

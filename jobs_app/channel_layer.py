@@ -1,13 +1,18 @@
-"""The Redis channel layer, with one batched send for the three groups of an event.
+"""The channel layers, with one batched send of messages that each go to several groups.
 
-channels-redis' `group_send` costs up to four round trips per group (expire members, read
-members, expire messages, then an EVAL that sends the whole Lua text), and an event goes to
-three groups: on the announce loop that was half the CPU of publishing (docs/performance.md).
-`group_send_many` reads the members of all the groups in one script call per Redis shard and
-delivers to the union of them in one script call per shard, with scripts registered once
-(EVALSHA). Everything else is channels-redis 4.3.0 (pinned in pyproject.toml): this reuses its
-private `_map_channel_keys_to_connection`, `_group_key` and `connection`, so the message
-format, capacities, expiry and process-local channels stay exactly its own;
+An event goes to three groups (its session, client and task), and every process that has
+streams open receives it on one channel (jobs_app/stream_hub.py): one copy per process, not
+one per group. `group_send_many([(groups, message), ...])` sends each message once to every
+channel that is a member of any of its groups.
+
+On Redis, channels-redis' `group_send` costs up to four round trips per group (expire
+members, read members, expire messages, then an EVAL that sends the whole Lua text): on the
+announce loop that was half the CPU of publishing (docs/performance.md). Here the members of
+all the groups of a batch are read in one script call per Redis shard and the messages
+delivered in one script call per shard, with scripts registered once (EVALSHA). Everything
+else is channels-redis 4.3.0 (pinned in pyproject.toml): this reuses its private
+`_map_channel_keys_to_connection`, `_group_key` and `connection`, so the message format,
+capacities, expiry and process-local channels stay exactly its own;
 tests/test_channel_layer.py checks them against the real Redis.
 """
 
@@ -20,6 +25,8 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from channels.exceptions import ChannelFull
+from channels.layers import InMemoryChannelLayer as ChannelsInMemoryLayer
 from channels_redis.core import RedisChannelLayer as ChannelsRedisLayer
 
 logger = logging.getLogger(__name__)
@@ -57,7 +64,36 @@ end
 return full
 """
 
-Sends = Sequence[tuple[str, dict[str, Any]]]  # (group, message) pairs
+# (groups, message) pairs: the message goes once to every member channel of any of its groups.
+Sends = Sequence[tuple[Sequence[str], dict[str, Any]]]
+
+
+def _log_over_capacity(groups: Sequence[str], full: int, of: int) -> None:
+    # As channels-redis logs it (info): a full channel belongs to a receiver that stopped
+    # reading; streams find the gap in the log.
+    logger.info("group_send_over_capacity groups=%s channels=%s of=%s", ",".join(groups),
+                full, of)  # fmt: skip
+
+
+class InMemoryChannelLayer(ChannelsInMemoryLayer):
+    """Channels' in-memory layer plus `group_send_many` (same class name as Channels')."""
+
+    async def group_send_many(self, sends: Sends) -> None:
+        """Send each message once to every member channel of any of its groups."""
+        self._clean_expired()
+        for groups, message in sends:
+            channels: dict[str, None] = {}
+            for group in groups:
+                self.require_valid_group_name(group)
+                channels.update(dict.fromkeys(self.groups.get(group, ())))
+            full = 0
+            for channel in channels:
+                try:
+                    await self.send(channel, message)
+                except ChannelFull:
+                    full += 1
+            if full:
+                _log_over_capacity(groups, full, len(channels))
 
 
 class RedisChannelLayer(ChannelsRedisLayer):
@@ -68,38 +104,46 @@ class RedisChannelLayer(ChannelsRedisLayer):
         self._scripts: dict[str, Any] = {}  # Lua text -> redis-py Script (its SHA, once)
 
     async def group_send_many(self, sends: Sends) -> None:
-        """Send each group its message; a channel in several groups gets the first one's only.
+        """Send each message once to every member channel of any of its groups.
 
-        Streams that joined several groups read the log on any message anyway (a copy per
-        group only made them drop the later copies as stale, jobs_app/streams.py).
+        All the groups' members are read in one call per shard, then every message is
+        delivered in one call per shard.
         """
-        groups = [group for group, _ in sends]
+        groups = list(dict.fromkeys(group for message_groups, _ in sends
+                                    for group in message_groups))  # fmt: skip
         for group in groups:
             assert self.require_valid_group_name(group), "Group name not valid"
-        members = await self._members(groups)
-        seen: set[str] = set()
-        # connection index -> (channel keys, serialized messages, capacities, group of each)
-        batches: dict[int, tuple[list, list, list, list[str]]] = defaultdict(
+        members = dict(zip(groups, await self._members(groups), strict=True))
+        # connection index -> (channel keys, serialized messages, capacities, send of each)
+        batches: dict[int, tuple[list, list, list, list[int]]] = defaultdict(
             lambda: ([], [], [], [])
         )
-        for (group, message), channels in zip(sends, members, strict=True):
-            fresh = [channel for channel in channels if channel not in seen]
-            if not fresh:
-                continue
-            seen.update(fresh)
+        key_counts: list[int] = []  # per send: how many channel keys it goes to
+        for position, (message_groups, message) in enumerate(sends):
+            channels = list(dict.fromkeys(channel for group in message_groups
+                                          for channel in members[group]))  # fmt: skip
             by_connection, serialized, capacities = self._map_channel_keys_to_connection(
-                fresh, message
+                channels, message
             )
+            key_counts.append(len(serialized))
             for index, keys in by_connection.items():
                 batch = batches[index]
                 for key in keys:
                     batch[0].append(key)
                     batch[1].append(serialized[key])
                     batch[2].append(capacities[key])
-                    batch[3].append(group)
+                    batch[3].append(position)
         if not batches:
             return
-        await _together([self._deliver(index, *batch) for index, batch in batches.items()])
+        results = await _together(
+            [self._deliver(index, *batch[:3]) for index, batch in batches.items()]
+        )
+        full: dict[int, int] = defaultdict(int)  # send -> channel keys that were full
+        for batch, positions in zip(batches.values(), results, strict=True):
+            for position in positions:
+                full[batch[3][position - 1]] += 1
+        for send, count in full.items():
+            _log_over_capacity(sends[send][0], count, key_counts[send])
 
     async def _members(self, groups: list[str]) -> list[list[str]]:
         """Return the member channels of each group (expired members dropped first)."""
@@ -118,21 +162,11 @@ class RedisChannelLayer(ChannelsRedisLayer):
         await _together([read(index, positions) for index, positions in by_shard.items()])
         return members
 
-    async def _deliver(
-        self, index: int, keys: list, messages: list, capacities: list, groups: list[str]
-    ) -> None:
+    async def _deliver(self, index: int, keys: list, messages: list, capacities: list) -> list[int]:
+        """Deliver on connection `index`; return the (1-based) positions of full keys."""
         now = time.time()
         args = [*messages, *capacities, now, self.expiry, int(now) - int(self.expiry)]
-        full = await self._script(DELIVER_LUA, index)(keys, args)
-        if full:
-            over: dict[str, int] = defaultdict(int)
-            for position in full:
-                over[groups[position - 1]] += 1
-            for group, count in over.items():
-                # As channels-redis logs it (info): a full channel belongs to a stream that
-                # stopped reading; the stream finds the gap in the log.
-                logger.info("group_send_over_capacity group=%s channels=%s of=%s",
-                            group, count, groups.count(group))  # fmt: skip
+        return await self._script(DELIVER_LUA, index)(keys, args)
 
     def _script(self, text: str, index: int) -> Callable[[list, list], Awaitable[Any]]:
         """Return the script bound to connection `index` (EVALSHA, loaded when Redis lacks it)."""
@@ -143,9 +177,8 @@ class RedisChannelLayer(ChannelsRedisLayer):
         return lambda keys, args: script(keys=keys, args=args, client=connection)
 
 
-async def _together(calls: list[Awaitable[Any]]) -> None:
-    """Await one call directly (no task), several side by side."""
+async def _together(calls: list[Awaitable[Any]]) -> list[Any]:
+    """Await one call directly (no task), several side by side; return their results."""
     if len(calls) == 1:
-        await calls[0]
-    else:
-        await asyncio.gather(*calls)
+        return [await calls[0]]
+    return list(await asyncio.gather(*calls))

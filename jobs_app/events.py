@@ -150,11 +150,12 @@ def publish_event(task: Task, type: str, *, job: Job | None = None, **fields: An
 
 
 def announce_event_rollback_unsafe(payload: dict[str, Any], previous: dict[str, int]) -> None:
-    """Send the event to its session, client and task groups, each with its previous seq.
+    """Send the event to its session, client and task groups, with each group's previous seq.
 
     Only call it after commit (publish_event does): a reader woken for an event that was then
     rolled back would find nothing, or worse, a later event under the same cursor. It does not
-    wait for the channel layer (see jobs_app.announcer).
+    wait for the channel layer (see jobs_app.announcer). One message goes to the three groups
+    together: a process with streams in several of them receives it once (jobs_app.stream_hub).
     """
     metrics.EVENTS_PUBLISHED.inc()
     groups = {
@@ -162,12 +163,12 @@ def announce_event_rollback_unsafe(payload: dict[str, Any], previous: dict[str, 
         "client": client_group(payload["clientAppId"]),
         "task": task_group(payload["taskId"]),
     }
-    messages = [
-        (group, {"type": EVENT_MESSAGE_TYPE, "group": group, "prev": previous[kind],
-                 "event": payload})
-        for kind, group in groups.items()
-    ]  # fmt: skip
-    announce(payload["sessionId"], payload["id"], messages)
+    message = {
+        "type": EVENT_MESSAGE_TYPE,
+        "prevs": {group: previous[kind] for kind, group in groups.items()},
+        "event": payload,
+    }
+    announce(payload["sessionId"], payload["id"], (tuple(groups.values()), message))
 
 
 def reset_event(

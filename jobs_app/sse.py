@@ -3,9 +3,8 @@
 `/progress/client?clientAppId=X`, `/progress/session`, `/progress/<taskId>`: unnamed events.
 `/api/sse/stream?channels=client:X,task:Y,session`: named events (`event: <type>`).
 
-`handle()` only opens the stream and returns: Channels dispatches group messages between
-handler calls, so a loop inside `handle()` would starve them. Delivery then runs in the
-handler of each group message (see streams.EventStream).
+`handle()` only opens the stream and returns; delivery then runs in the stream's own tasks
+(see streams.EventStream) while the consumer waits for the client to leave.
 """
 
 from __future__ import annotations
@@ -136,11 +135,7 @@ class EventStreamConsumer(StreamConsumerMixin, AsyncHttpConsumer):
             # End the response even when leaving the groups failed, so the client reconnects.
             if stream_was_open:
                 await self.send_body(b"", more_body=False)
-        # Leave the consumer loop from its own dispatch (StopConsumer cannot cross tasks).
-        await self.channel_layer.send(self.channel_name, {"type": "stream.stop"})
-
-    async def stream_stop(self, message: dict[str, Any]) -> None:
-        raise StopConsumer()
+        self.stop()
 
     async def disconnect(self) -> None:
         await self.release_stream()

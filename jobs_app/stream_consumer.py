@@ -1,19 +1,25 @@
-"""What the WebSocket and SSE consumers share: opening, feeding and releasing one stream."""
+"""What the WebSocket and SSE consumers share: serving, opening and releasing one stream.
+
+A stream consumer has no channel of its own: the process's StreamHub receives the group
+messages for every stream and hands them to the stream directly. So the consumer only waits
+for its client's messages, in its own task, with no task or queue for a channel besides.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from autobahn.exception import Disconnected
+from channels.exceptions import StopConsumer
 
 from jobs_app import metrics
-from jobs_app.events import EVENT_MESSAGE_TYPE
 from jobs_app.stream_access import TooManyStreams
+from jobs_app.stream_hub import get_hub
 from jobs_app.stream_registry import OpenStream, StreamRegistry, get_registry
-from jobs_app.streams import ClientGone, EventStream, StreamOverflow, StreamScope
+from jobs_app.streams import ClientGone, EventStream, StreamScope
 
 logger = logging.getLogger(__name__)
 
@@ -30,22 +36,49 @@ class StreamConsumerMixin:
     stream: EventStream | None = None
     # The registry that counted the stream releases it, even if settings change meanwhile.
     stream_registry: StreamRegistry | None = None
+    serving: asyncio.Task | None = None  # the task that runs the consumer
+    waiting_for_client = False  # the serving task is parked in receive()
+    stopping = False
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        """Run the consumer, then free its stream slot however it ended.
+        """Dispatch the client's messages until the consumer stops, then free the stream slot
+        however it ended.
 
-        Channels calls `disconnect()` only when the client goes away; a handler that raised
-        or a task that daphne cancelled (application_close_timeout) ends here too.
+        Channels' own loop would also receive on a channel of the consumer's own (see the
+        module's docstring). Channels calls `disconnect()` only when the client goes away; a
+        handler that raised or a task that daphne cancelled (application_close_timeout) ends
+        here too.
         """
+        self.scope, self.base_send = scope, send
+        self.serving = asyncio.current_task()
         try:
-            await super().__call__(scope, receive, send)
+            while not self.stopping:
+                self.waiting_for_client = True
+                try:
+                    message = await receive()
+                except asyncio.CancelledError:
+                    if not self.stopping:
+                        raise
+                    self.serving.uncancel()  # our own stop(), not daphne's
+                    break
+                finally:
+                    self.waiting_for_client = False
+                await self.dispatch(message)
+        except StopConsumer:
+            pass
         except ClientGone:
             # A send (the replay, an answer) found the client gone: nothing failed.
             logger.debug("stream_client_gone transport=%s", self.transport)
         finally:
             await self.release_stream()
+
+    def stop(self) -> None:
+        """End the consumer after the message it handles now (from any of its tasks)."""
+        self.stopping = True
+        if self.waiting_for_client and self.serving is not asyncio.current_task():
+            self.serving.cancel()
 
     @staticmethod
     async def to_client(send: Awaitable[None]) -> None:
@@ -63,8 +96,7 @@ class StreamConsumerMixin:
         stream = EventStream(
             session=session,
             scope=scope,
-            layer=self.channel_layer,
-            channel_name=self.channel_name,
+            hub=get_hub(),
             transport=self.transport,
             emit=self._emit,
             heartbeat=self._heartbeat,
@@ -82,28 +114,6 @@ class StreamConsumerMixin:
         self.stream, self.stream_registry = stream, registry
         metrics.CONNECTIONS_OPENED.labels(self.transport, scope.kind).inc()
         return stream
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """Hand group messages to the stream without Channels' per-message database hop.
-
-        AsyncConsumer.dispatch runs `aclose_old_connections()` (a trip to the shared sync
-        thread) before every handler. Delivery touches no database, and each database call
-        of a stream closes stale connections itself (in_db_thread, database_sync_to_async).
-        """
-        if message["type"] == EVENT_MESSAGE_TYPE:
-            await self.event_published(message)
-        else:
-            await super().dispatch(message)
-
-    async def event_published(self, message: dict[str, Any]) -> None:
-        """Queue a group message for the stream; close a stream that cannot keep up."""
-        if self.stream is None or self.stream.finished:
-            return
-        try:
-            self.stream.offer(message)
-        except StreamOverflow:
-            metrics.SLOW_CONSUMER_CLOSES.labels(self.transport).inc()
-            await self._finish("overflow")
 
     async def release_stream(self) -> None:
         """Free the stream's slot and leave its groups (idempotent)."""

@@ -1,9 +1,10 @@
 """One open event stream, shared by the SSE and WebSocket consumers.
 
-Order of work (contract section 4): join the channel-layer groups first, then replay the log
-after the cursor, then go live, dropping what the replay already sent. Live messages carry the
-previous sequence number of their group; a jump means a message was lost (channels-redis drops
-them silently when a channel is full), and the stream refills from the log. Heartbeats also
+Order of work (contract section 4): join the channel-layer groups first (through the
+process's one receiver, jobs_app.stream_hub), then replay the log after the cursor, then go
+live, dropping what the replay already sent. Live messages carry the previous sequence number
+of each of their groups; a jump means a message was lost (channels-redis drops them silently
+when a channel is full), and the stream refills from the log. Heartbeats also
 compare the scope's newest sequence number with what was delivered, so even a lost *last*
 message is repaired within one heartbeat.
 
@@ -41,6 +42,7 @@ from jobs_app.events import (
 )
 from jobs_app.models import Task
 from jobs_app.states import TASK_TERMINAL
+from jobs_app.stream_hub import StreamHub
 from photobooth.db import in_db_thread
 from sessions_app.models import BoothSession, ClientApp
 
@@ -63,10 +65,6 @@ class StreamScope:
         return {"kind": self.kind, "id": self.id}
 
 
-class StreamOverflow(Exception):
-    """The stream's outgoing queue is full: the client is too slow."""
-
-
 class ClientGone(Exception):
     """The client went away before a send reached it: normal, not a failure of the stream."""
 
@@ -83,10 +81,9 @@ class EventStream:
 
     # A thousand idle streams per process: every byte of each counts (docs/performance.md).
     __slots__ = (
-        "_emit", "_finish", "_head", "_heartbeat", "_reset", "_start", "channel_name", "chores",
-        "connection_id", "delivered", "drainer", "event_filter", "finished", "groups", "joined_at",
-        "layer", "lifetime_seconds", "live_since_beat", "lock", "outbox", "scope", "session",
-        "timers", "transport",
+        "_emit", "_finish", "_head", "_heartbeat", "_reset", "_start", "chores", "connection_id",
+        "delivered", "drainer", "event_filter", "finished", "groups", "hub", "lifetime_seconds",
+        "live", "live_since_beat", "lock", "outbox", "scope", "session", "timers", "transport",
     )  # fmt: skip
 
     def __init__(
@@ -94,8 +91,7 @@ class EventStream:
         *,
         session: BoothSession,
         scope: StreamScope,
-        layer,
-        channel_name: str,
+        hub: StreamHub,
         transport: str,
         emit: Emit,
         heartbeat: Heartbeat,
@@ -105,8 +101,7 @@ class EventStream:
         self.session = session
         self.scope = scope
         self.event_filter = scope.event_filter
-        self.layer = layer
-        self.channel_name = channel_name
+        self.hub = hub
         self.transport = transport
         self.connection_id = uuid.uuid4().hex
         self._emit = emit
@@ -115,7 +110,7 @@ class EventStream:
         self.lifetime_seconds = lifetime_seconds
         self.delivered = 0  # newest sequence number this stream has dealt with
         self.groups: set[str] = set()
-        self.joined_at = 0.0  # loop time of the last group_add (channels-redis expires groups)
+        self.live = False  # the replay is done: messages are delivered as they come
         self.live_since_beat = False  # a live message arrived since the last heartbeat
         # Messages waiting for the drain task; made when needed, dropped once empty.
         self.outbox: deque[dict[str, Any]] | None = None
@@ -148,6 +143,10 @@ class EventStream:
         async with self.lock:
             await self.refill()
         if not self.finished:
+            # Messages that came during the replay waited; those it sent are now stale.
+            self.live = True
+            if self.outbox:
+                self.drainer = self._spawn(self._drain)
             loop = asyncio.get_running_loop()
             # A random first beat: streams opened together must not all wake together.
             self._beat_in(settings.STREAM_HEARTBEAT_SECONDS * random.uniform(0.5, 1.0))
@@ -191,18 +190,21 @@ class EventStream:
     # --- live ------------------------------------------------------------------------------
 
     def offer(self, message: dict[str, Any]) -> None:
-        """Queue a channel-layer message for delivery; raise StreamOverflow when the queue is
-        full (the client cannot keep up)."""
+        """Queue a channel-layer message for delivery, without waiting; a stream whose queue
+        is full (the client cannot keep up) ends with "overflow"."""
         if self.finished:
             return
         self.live_since_beat = True
         if self.outbox is None:
             self.outbox = deque()
         elif len(self.outbox) >= settings.STREAM_QUEUE_MAX:
-            raise StreamOverflow()
+            self.finished = True
+            metrics.SLOW_CONSUMER_CLOSES.labels(self.transport).inc()
+            self._spawn(functools.partial(self._finish, "overflow"))
+            return
         self.outbox.append(message)
-        if self.drainer is None:
-            self.drainer = self._spawn(self._drain())
+        if self.drainer is None and self.live:
+            self.drainer = self._spawn(self._drain)
 
     def _verdict(self, message: dict[str, Any]) -> str:
         """Say what a message calls for: "stale" (delivered already), "next" (send it as it
@@ -211,8 +213,10 @@ class EventStream:
             return "stale"  # the replay or a refill sent it already, or another group's copy did
         # A jump (a lost message), or several groups whose messages may arrive out of order:
         # the log decides.
-        if len(self.groups) == 1 and message["prev"] <= self.delivered:
-            return "next"
+        if len(self.groups) == 1:
+            prev = message["prevs"].get(next(iter(self.groups)))
+            if prev is not None and prev <= self.delivered:
+                return "next"
         return "log"
 
     async def _drain(self) -> None:
@@ -234,16 +238,18 @@ class EventStream:
             if len(self.groups) == 1 and repaired > 1:
                 metrics.GAPS_REPAIRED.labels(self.transport).inc()
 
-    def _spawn(self, work: Awaitable[None]) -> asyncio.Task:
+    def _spawn(self, work: Callable[[], Awaitable[None]]) -> asyncio.Task:
         """Run stream work in a task of its own; a failure is logged and ends the stream."""
         task = asyncio.get_running_loop().create_task(self._guarded(work))
         self.chores.add(task)
         task.add_done_callback(self.chores.discard)
         return task
 
-    async def _guarded(self, work: Awaitable[None]) -> None:
+    async def _guarded(self, work: Callable[[], Awaitable[None]]) -> None:
+        # Called here, not by the spawner: a task cancelled before it ran leaves no
+        # coroutine that was never awaited.
         try:
-            await work
+            await work()
         except asyncio.CancelledError:
             raise
         except ClientGone:
@@ -259,7 +265,7 @@ class EventStream:
 
     def _expire(self) -> None:
         if not self.finished:
-            self._spawn(self._finish("lifetime"))
+            self._spawn(functools.partial(self._finish, "lifetime"))
 
     def _beat_in(self, seconds: float) -> None:
         loop = asyncio.get_running_loop()
@@ -267,15 +273,12 @@ class EventStream:
 
     def _beat_due(self) -> None:
         if not self.finished:
-            self._spawn(self._on_beat())
+            self._spawn(self._on_beat)
 
     async def _on_beat(self) -> None:
         """Send a heartbeat, keep group membership fresh and, when quiet, pick up anything lost."""
         try:
             await self._heartbeat()
-            loop = asyncio.get_running_loop()
-            if loop.time() - self.joined_at > settings.STREAM_MAX_SECONDS / 2:
-                await self.join(self.groups)  # channels-redis expires groups (settings.py)
             quiet, self.live_since_beat = not self.live_since_beat, False
             # While messages flow, the next one's `prev` reveals a loss; only a quiet stream
             # can be missing its last message.
@@ -346,15 +349,12 @@ class EventStream:
     # --- membership ------------------------------------------------------------------------
 
     async def join(self, groups: set[str]) -> None:
-        for group in groups:
-            await self.layer.group_add(group, self.channel_name)
         self.groups |= set(groups)
-        self.joined_at = asyncio.get_running_loop().time()
+        await self.hub.join(self, groups)
 
     async def leave(self, groups: set[str]) -> None:
-        for group in groups:
-            await self.layer.group_discard(group, self.channel_name)
         self.groups -= set(groups)
+        await self.hub.leave(self, groups)
 
     def follow(self, event_filter: EventFilter) -> None:
         """Change what the stream delivers from now on (WebSocket subscribe/unsubscribe)."""

@@ -205,6 +205,19 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Channel layer --------------------------------------------------------------------------
 
 
+# Messages a channel may hold; every stream of a process reads one channel (jobs_app/stream_hub.py).
+CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 1000, minimum=10)
+
+
+def in_memory_channel_layer() -> dict:
+    """Return the in-memory layer settings (one process: the embedded default, tests)."""
+    # Channels' in-memory layer plus one batched send for an event's groups.
+    return {
+        "BACKEND": "jobs_app.channel_layer.InMemoryChannelLayer",
+        "CONFIG": {"capacity": CHANNEL_CAPACITY},
+    }
+
+
 def redis_channel_layer(url: str, prefix: str = "photobooth") -> dict:
     """Return the channels-redis layer settings for a Redis URL (see docs/streams.md)."""
     return {
@@ -218,7 +231,7 @@ def redis_channel_layer(url: str, prefix: str = "photobooth") -> dict:
             # at once need more.
             "hosts": [{"address": url, "socket_timeout": 15, "max_connections": 2000}],
             "prefix": prefix,
-            "capacity": env_int("CHANNEL_CAPACITY", 1000, minimum=10),
+            "capacity": CHANNEL_CAPACITY,
             "expiry": 60,
             # Longer than the longest stream (STREAM_MAX_SECONDS) so membership never
             # lapses while a stream is open.
@@ -239,7 +252,7 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": in_memory_channel_layer()}
 
 # --- Auth, sessions, CSRF -------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

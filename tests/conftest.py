@@ -75,7 +75,9 @@ def _in_memory_channel_layer(settings):
     """Give every test a fresh in-memory layer (unless it opts into Redis)."""
     from channels.layers import channel_layers
 
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    from photobooth.settings import in_memory_channel_layer
+
+    settings.CHANNEL_LAYERS = {"default": in_memory_channel_layer()}
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()

@@ -222,10 +222,8 @@ def test_publishing_takes_two_statements_and_names_each_groups_previous_event(
 
     session = BoothSession.objects.get(pk=owner.session_id)
     first, second = _make_tasks(session, 2)  # clients w0 and w1, one `queued` event each
-    announced: list[tuple[dict, dict]] = []
-    monkeypatch.setattr(
-        events, "announce", lambda session_id, cursor, messages: announced.append(messages)
-    )
+    announced: list[tuple[tuple[str, ...], dict]] = []
+    monkeypatch.setattr(events, "announce", lambda session_id, cursor, send: announced.append(send))
     with django_capture_on_commit_callbacks(execute=True):
         with transaction.atomic(), CaptureQueriesContext(connection) as queries:
             event = publish_event(first, "progress", jobIndex=0, progress=0.5)
@@ -234,14 +232,13 @@ def test_publishing_takes_two_statements_and_names_each_groups_previous_event(
     assert len(queries) == (2 if connection.vendor == "postgresql" else 5), queries.captured_queries
     session.refresh_from_db()
     assert (event.seq, session.event_seq) == (3, 4)
-    [one, two] = [{m["group"].split(".")[0]: m for _, m in messages} for messages in announced]
-    assert {kind: m["prev"] for kind, m in one.items()} == {"session": 2, "client": 1, "task": 1}
-    assert {kind: m["prev"] for kind, m in two.items()} == {"session": 3, "client": 2, "task": 2}
-    assert one["client"]["event"]["id"] == f"{session.cursor_prefix}-3"
-    assert one["client"]["event"]["clientAppId"] == "w0"
-    assert one["client"]["event"] == events.serialize_event(
-        Event.objects.get(seq=3, session=session)
-    )
+    (groups, one), (_, two) = announced
+    assert groups == (f"session.{session.pk}", "client.w0", f"task.{first.pk}")
+    assert list(one["prevs"].items()) == list(zip(groups, [2, 1, 1], strict=True))
+    assert list(two["prevs"].values()) == [3, 2, 2]
+    assert one["event"]["id"] == f"{session.cursor_prefix}-3"
+    assert one["event"]["clientAppId"] == "w0"
+    assert one["event"] == events.serialize_event(Event.objects.get(seq=3, session=session))
     first.refresh_from_db()
     assert first.last_event_seq == 3
     stored = Event.objects.get(pk=event.pk)

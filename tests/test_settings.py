@@ -42,7 +42,7 @@ def test_the_defaults_are_sqlite_in_wal_mode_and_the_in_memory_layer(tmp_path):
     assert settings["engine"] == "photobooth.sqlite_writer"  # Django's, one writer at a time
     assert "journal_mode=WAL" in settings["options"]["init_command"]
     assert settings["options"]["transaction_mode"] == "IMMEDIATE"
-    assert settings["layer"] == "channels.layers.InMemoryChannelLayer"
+    assert settings["layer"] == "jobs_app.channel_layer.InMemoryChannelLayer"
     assert settings["debug"] is False
     assert (tmp_path / "secret_key").exists()
 
