@@ -162,6 +162,49 @@ def test_real_sse_and_websocket_clients_follow_a_task(server):
     assert sse_events[0]["_sse"]["id"] == sse_events[0]["id"]
 
 
+def test_task_streams_end_after_the_terminal_event_with_the_contracts_close(server):
+    """Over a real daphne: a WebSocket task stream closes with 1000 after the terminal event,
+    another session's task is refused with 4003, and an SSE task stream's response ends."""
+    import asyncio
+    import json
+
+    import websockets
+
+    from tests.live import SSEReader
+
+    api = httpx.Client(base_url=server, timeout=30)
+    token = api.post("/api/sessions").json()["token"]
+    api.headers["Authorization"] = f"Bearer {token}"
+    upload_id = api.post(
+        "/api/uploads", files={"image": ("a.jpg", image_bytes(), "image/jpeg")}
+    ).json()["uploadId"]
+    body = {"clientAppId": "ends", "kind": "enhancement", "uploadId": upload_id}
+    task_id = api.post("/api/tasks", json=body).json()["taskId"]
+    assert api.post(f"/api/tasks/{task_id}/cancel").json()["didCancel"] is True
+    stranger = api.post("/api/sessions", headers={"Authorization": ""}).json()["token"]
+    ws_base = server.replace("http://", "ws://") + "/ws/progress/"
+
+    async def follow(token: str) -> tuple[list[str], int]:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with websockets.connect(
+            f"{ws_base}?taskId={task_id}", additional_headers=headers
+        ) as socket:
+            types = []
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    types.append(json.loads(await asyncio.wait_for(socket.recv(), 10))["type"])
+            return types, socket.close_code
+
+    assert asyncio.run(follow(token)) == (["connected", "queued", "cancelled"], 1000)
+    assert asyncio.run(follow(stranger)) == ([], 4003)
+
+    with api.stream("GET", f"/progress/{task_id}") as response:
+        events = SSEReader(response)
+        assert [events.event()["type"] for _ in range(3)] == ["connected", "queued", "cancelled"]
+        with pytest.raises(EOFError):
+            events.event()  # the response ended
+
+
 def test_webhooks_over_real_http_are_verified_stored_and_deduplicated(server):
     """Signed with the Standard Webhooks reference implementation, sent over real HTTP."""
     import json
